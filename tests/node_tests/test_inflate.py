@@ -1,0 +1,242 @@
+"""EI2InflateUNet in-process on a real ComfyUI: stock samplers, non-destruction, frame semantics, bad input."""
+from __future__ import annotations
+
+import copy
+import hashlib
+
+import pytest
+import torch
+
+from harness.checkpoint import random_conditioning, small_sd15_model
+
+FRAMES = 4
+DEFAULTS = dict(attention_type="ffam", coarse_stride=2, coarse_type="avg", temporal_type="stam",
+                centering_type="frames", mapping_type="spectral", seed=0)
+
+
+@pytest.fixture
+def model(comfyui):
+    return small_sd15_model()
+
+
+@pytest.fixture
+def node(pack):
+    return pack.NODE_CLASS_MAPPINGS["EI2InflateUNet"]()
+
+
+def inflate(node, model, **options):
+    with torch.inference_mode():
+        return node.inflate(model, **{**DEFAULTS, **options})[0]
+
+
+def latent_of(frames=FRAMES, seed=1, size=32):
+    return {"samples": torch.randn(frames, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(seed))}
+
+
+def ksample(comfyui, model, latent, positive=None, negative=None, steps=2, cfg=7.0, denoise=1.0):
+    positive = positive or random_conditioning(10)
+    negative = negative or random_conditioning(11)
+    with torch.inference_mode():
+        return comfyui.nodes.KSampler().sample(model, 0, steps, cfg, "ddim", "ddim_uniform", positive, negative,
+                                             latent, denoise=denoise)[0]["samples"]
+
+
+def record_predictions(model):
+    """A clone whose UNet outputs are recorded per call as {cond_or_uncond index: (F, 4, h, w)}."""
+    calls = []
+
+    def wrapper(apply_model, args):
+        out = apply_model(args["input"], args["timestep"], **args["c"])
+        chunks = out.chunk(len(args["cond_or_uncond"]))
+        calls.append({kind: chunk.clone() for kind, chunk in zip(args["cond_or_uncond"], chunks)})
+        return out
+
+    recorder = model.clone()
+    recorder.set_model_unet_function_wrapper(wrapper)
+    return recorder, calls
+
+
+def fingerprint(model) -> str:
+    digest = hashlib.sha256()
+    for key, value in sorted(model.model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_registered_with_tooltips(pack):
+    cls = pack.NODE_CLASS_MAPPINGS["EI2InflateUNet"]
+    inputs = cls.INPUT_TYPES()["required"]
+    assert list(inputs) == ["model", *DEFAULTS]
+    for name, (kind, spec) in inputs.items():
+        assert spec.get("tooltip"), f"{name} has no tooltip"
+        if name in DEFAULTS:
+            assert spec["default"] == DEFAULTS[name]
+    assert pack.NODE_DISPLAY_NAME_MAPPINGS["EI2InflateUNet"]
+
+
+@pytest.mark.parametrize("attention_type", ["ffam", "sparse_causal", "full", "per_frame"])
+@pytest.mark.parametrize("temporal_type", ["stam", "vanilla", "none"])
+def test_stock_ksampler_samples_the_inflated_model(comfyui, node, model, attention_type, temporal_type):
+    inflated = inflate(node, model, attention_type=attention_type, temporal_type=temporal_type)
+    samples = ksample(comfyui, inflated, latent_of())
+    assert samples.shape == (FRAMES, 4, 4, 4) and torch.isfinite(samples).all()
+
+
+def test_samplers_custom_and_advanced_and_one_frame(comfyui, node, model):
+    from comfy_extras.nodes_custom_sampler import BasicScheduler, KSamplerSelect, SamplerCustom
+
+    inflated = inflate(node, model)
+    with torch.inference_mode():
+        advanced = comfyui.nodes.KSamplerAdvanced().sample(
+            inflated, "enable", 0, 2, 5.0, "euler", "normal", random_conditioning(1), random_conditioning(2),
+            latent_of(), 0, 2, "disable")[0]["samples"]
+        sigmas = BasicScheduler().get_sigmas(inflated, "normal", 2, 1.0)[0]
+        sampler = KSamplerSelect().get_sampler("euler")[0]
+        custom = SamplerCustom().sample(inflated, True, 0, 5.0, random_conditioning(1), random_conditioning(2),
+                                        sampler, sigmas, latent_of())[0]["samples"]
+    assert torch.isfinite(advanced).all() and torch.isfinite(custom).all()
+    single = ksample(comfyui, inflated, latent_of(frames=1))
+    assert single.shape == (1, 4, 4, 4) and torch.isfinite(single).all()
+
+
+def test_input_model_is_untouched(comfyui, node, model):
+    before_hash = fingerprint(model)
+    before_options = copy.deepcopy(model.model_options)
+    before_patches = {k: list(v) for k, v in model.patches.items()}
+    before_sample = ksample(comfyui, model, latent_of())
+
+    inflated = inflate(node, model, attention_type="ffam", temporal_type="stam")
+    ksample(comfyui, inflated, latent_of())  # sample the output too: loading it must not leak into the input
+
+    assert fingerprint(model) == before_hash
+    assert model.model_options == before_options
+    assert {k: list(v) for k, v in model.patches.items()} == before_patches
+    assert not model.get_additional_models()
+    assert torch.equal(ksample(comfyui, model, latent_of()), before_sample)
+
+
+def test_stam_at_init_with_per_frame_equals_the_image_model(comfyui, node, model):
+    image = ksample(comfyui, model, latent_of())
+    video = ksample(comfyui, inflate(node, model, attention_type="per_frame", temporal_type="stam"), latent_of())
+    assert torch.equal(video, image)
+
+
+def test_ffam_lets_frame_3_change_frame_0(comfyui, node, model):
+    changed = latent_of()
+    changed["samples"] = changed["samples"].clone()
+    changed["samples"][3] += 1.0
+
+    def frame0_prediction(candidate, latent):
+        recorder, calls = record_predictions(candidate)
+        ksample(comfyui, recorder, latent, steps=1)
+        return calls[0][0][0]  # first call, cond chunk, frame 0
+
+    ffam = inflate(node, model, attention_type="ffam")
+    assert not torch.allclose(frame0_prediction(ffam, latent_of()), frame0_prediction(ffam, changed))
+    # Control: without cross-frame attention the frames are independent.
+    image_like = inflate(node, model, attention_type="per_frame", temporal_type="none")
+    assert torch.equal(frame0_prediction(image_like, latent_of()), frame0_prediction(image_like, changed))
+
+
+def test_cond_and_uncond_halves_never_attend_to_each_other(comfyui, node, model):
+    inflated = inflate(node, model, attention_type="full", temporal_type="vanilla")
+    with torch.inference_mode(False), torch.no_grad():  # move the vanilla modules off their no-op init
+        for param in inflated.get_additional_models()[0].model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+
+    def cond_prediction(negative):
+        recorder, calls = record_predictions(inflated)
+        ksample(comfyui, recorder, latent_of(), negative=negative, steps=1)
+        assert set(calls[0]) == {0, 1}, "expected cond and uncond in one batch"
+        return calls[0][0]
+
+    first, second = cond_prediction(random_conditioning(11)), cond_prediction(random_conditioning(99))
+    assert torch.equal(first, second)
+
+
+def test_lora_before_and_after_inflation(comfyui, node, model):
+    import comfy.sd
+
+    key = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q"
+    lora = {f"{key}.lora_up.weight": torch.randn(32, 4), f"{key}.lora_down.weight": torch.randn(4, 32)}
+    with torch.inference_mode():
+        before = inflate(node, comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)[0])
+        after = comfy.sd.load_lora_for_models(inflate(node, model), None, lora, 1.0, 0)[0]
+    plain = ksample(comfyui, inflate(node, model), latent_of())
+    with_before, with_after = ksample(comfyui, before, latent_of()), ksample(comfyui, after, latent_of())
+    assert not torch.allclose(with_before, plain)
+    assert torch.allclose(with_before, with_after, atol=1e-5)
+
+
+def test_temporal_modules_are_fp32_named_and_managed(comfyui, pack, node, model):
+    from comfy.ldm.modules.attention import BasicTransformerBlock
+
+    adapter = pack.nodes.adapter
+    inflated = inflate(node, model, temporal_type="stam", seed=3)
+    modules = adapter.temporal_modules(inflated)
+    blocks = [m for m in model.model.diffusion_model.modules() if isinstance(m, BasicTransformerBlock)]
+    assert len(modules) == len(blocks)
+    assert set(modules) == {"input_1_0", "input_3_0", "middle_0_0", "output_0_0", "output_1_0", "output_2_0", "output_3_0"}
+    for param in modules.parameters():
+        assert param.dtype == torch.float32 and param.requires_grad and not param.is_inference()
+    assert inflated.get_additional_models()[0].model is modules  # loaded/offloaded with the UNet
+    same_seed = adapter.temporal_modules(inflate(node, model, temporal_type="stam", seed=3))
+    other_seed = adapter.temporal_modules(inflate(node, model, temporal_type="stam", seed=4))
+    flat = lambda m: torch.cat([p.flatten() for p in m.parameters()])  # noqa: E731
+    assert torch.equal(flat(modules), flat(same_seed))
+    assert not torch.equal(flat(modules), flat(other_seed))
+
+
+def test_temporal_modules_compute_in_fp32_inside_a_half_precision_unet(comfyui, pack):
+    modules = None
+    half = small_sd15_model()
+    half.model.diffusion_model.to(torch.bfloat16)
+    half.model.manual_cast_dtype = None
+    node = pack.NODE_CLASS_MAPPINGS["EI2InflateUNet"]()
+    inflated = inflate(node, half)
+    modules = pack.nodes.adapter.temporal_modules(inflated)
+    assert all(p.dtype == torch.float32 for p in modules.parameters())
+    x = torch.randn(2 * FRAMES, 16, 32, dtype=torch.bfloat16)
+    out = modules["input_1_0"](x, FRAMES)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("config_name", ["SDXL", "SD20", "SD3", "Flux"])
+def test_rejects_non_sd1_models(comfyui, node, config_name):
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    class Foreign(torch.nn.Module):  # stands in for the real (large) model; only its config is read
+        def __init__(self):
+            super().__init__()
+            self.model_config = getattr(comfy.supported_models, config_name)({})
+            self.diffusion_model = torch.nn.Identity()
+
+    foreign = comfy.model_patcher.ModelPatcher(Foreign(), torch.device("cpu"), torch.device("cpu"))
+    with pytest.raises(ValueError, match=rf"Stable Diffusion 1\.x models only; this MODEL is {config_name}\b"):
+        inflate(node, foreign)
+    assert not foreign.model_options["transformer_options"] and not foreign.get_additional_models()
+
+
+def test_rejects_an_already_inflated_model(node, model):
+    inflated = inflate(node, model)
+    options = copy.deepcopy(inflated.model_options)
+    with pytest.raises(ValueError, match="already inflated"):
+        inflate(node, inflated)
+    assert inflated.model_options == options
+
+
+def test_bad_options_are_refused_before_patching(node, model):
+    with pytest.raises(ValueError, match="attention_type='sparse' is not supported; choose one of ffam"):
+        inflate(node, model, attention_type="sparse")
+    with pytest.raises(ValueError, match="coarse_stride must be at least 1"):
+        inflate(node, model, coarse_stride=0)
+    assert not model.model_options["transformer_options"]
+
+
+def test_batch_that_does_not_split_into_clips_is_a_clear_error(pack):
+    with pytest.raises(ValueError, match="a batch of 7 latents does not split into 2 equal clips"):
+        pack.nodes.adapter.frames_in(7, {"cond_or_uncond": [1, 0]})
+    assert pack.nodes.adapter.frames_in(8, {"cond_or_uncond": [1, 0]}) == 4
+    assert pack.nodes.adapter.frames_in(3, {}) == 3  # direct calls without a sampler: one clip
