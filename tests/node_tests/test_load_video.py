@@ -1,0 +1,539 @@
+"""LoadVideoFrames in-process on a real ComfyUI: frames, order, fps, sizes, colours, memory, bad input, safety."""
+from __future__ import annotations
+
+import builtins
+import importlib
+import io
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness.clips import (BLUE, RED, decode_index, frame_rgb, index_colour, square_left, write_clip, write_gif,
+                           write_rgba_clip)
+
+DEFAULTS = dict(frame_load_cap=0, skip_first_frames=0, select_every_nth=1, width=0, height=0, resize="crop")
+
+
+@pytest.fixture(scope="module")
+def lv(pack):
+    return importlib.import_module(pack.__name__ + ".nodes.load_video")
+
+
+@pytest.fixture
+def input_dir(comfyui) -> Path:
+    return Path(comfyui.folder_paths.get_input_directory())
+
+
+@pytest.fixture
+def clips(input_dir):
+    """A fresh subfolder of the input folder; returns (folder, name-of(path))."""
+    folder = input_dir / f"clips-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    return folder
+
+
+def name_of(path: Path, input_dir: Path) -> str:
+    return path.relative_to(input_dir).as_posix()
+
+
+def load(lv, name, **settings):
+    node = lv.NODE_CLASS_MAPPINGS["LoadVideoFrames"]()
+    with torch.inference_mode():
+        return node.load(name, **{**DEFAULTS, **settings})
+
+
+def as_uint8(images: torch.Tensor) -> np.ndarray:
+    return (images.numpy() * 255.0).round().astype(np.int16)
+
+
+def indices(images: torch.Tensor) -> list[int]:
+    """Frame index of each loaded frame, read from the centre of its bottom-left block."""
+    pixels = as_uint8(images)
+    height, width = pixels.shape[1:3]
+    return [decode_index(frame[(3 * height) // 4, width // 4]) for frame in pixels]
+
+
+@pytest.fixture
+def progress_calls(monkeypatch):
+    """Every ProgressBar hook call as (value, total): what the UI's progress bar receives."""
+    import comfy.utils
+
+    calls = []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None:
+                        calls.append((value, total)))
+    return calls
+
+
+# --- frames, order, fps, colours ----------------------------------------------------------------
+
+def test_lossless_clip_loads_every_frame_exactly_in_rgb(lv, clips, input_dir, progress_calls):
+    written = write_clip(clips / "clip.avi", frames=12, width=90, height=70, fps=30, fourcc="FFV1")
+    images, count, fps = load(lv, name_of(clips / "clip.avi", input_dir))
+    # 90×70 rounds down to 88×64: the 2 and 6 surplus pixels are trimmed evenly from the edges.
+    assert images.shape == (12, 64, 88, 3) and images.dtype == torch.float32
+    assert count == 12 and fps == 30.0
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    expected = torch.from_numpy(np.stack([frame[3:67, 1:89] for frame in written])).float() / 255.0
+    assert torch.equal(images, expected)
+    assert tuple(images[0, 5, 5].tolist()) == (1.0, 0.0, 0.0)  # red stays red: RGB, not BGR
+    assert tuple(images[0, 5, 80].tolist()) == (0.0, 0.0, 1.0)
+    assert progress_calls == [(n, 12) for n in range(1, 13)]  # one update per decoded frame
+
+
+def test_skip_every_nth_and_cap_select_the_right_frames(lv, clips, input_dir, progress_calls):
+    write_clip(clips / "clip.avi", frames=20)
+    images, count, fps = load(lv, name_of(clips / "clip.avi", input_dir), skip_first_frames=2,
+                              select_every_nth=3, frame_load_cap=4)
+    assert indices(images) == [2, 5, 8, 11] and count == 4
+    assert fps == pytest.approx(10.0)
+    assert progress_calls[-1][0] == 12  # decoding stops at the last selected frame
+    written = frame_rgb(5)
+    assert np.array_equal(as_uint8(images)[1], written[3:67, 1:89])
+
+
+def test_cap_beyond_the_length_loads_all_available_frames(lv, clips, input_dir):
+    write_clip(clips / "clip.avi", frames=12)
+    images, count, fps = load(lv, name_of(clips / "clip.avi", input_dir), skip_first_frames=5, frame_load_cap=100)
+    assert indices(images) == list(range(5, 12)) and count == 7 and fps == 30.0
+
+
+def test_every_nth_without_cap_reaches_the_end(lv, clips, input_dir):
+    write_clip(clips / "clip.avi", frames=11, fps=24)
+    images, count, fps = load(lv, name_of(clips / "clip.avi", input_dir), select_every_nth=4)
+    assert indices(images) == [0, 4, 8] and count == 3 and fps == pytest.approx(6.0)
+
+
+def test_moving_square_follows_the_frames(lv, clips, input_dir):
+    write_clip(clips / "clip.avi", frames=8)
+    images, _, _ = load(lv, name_of(clips / "clip.avi", input_dir))
+    pixels = as_uint8(images)
+    row = pixels[:, 52, 44:, :].min(axis=-1)  # a row through the square, right half (88-wide frame, 1 px cut)
+    for index, frame_row in enumerate(row):
+        lit = np.flatnonzero(frame_row == 255)
+        assert lit[0] + 44 + 1 == square_left(index, 90) and len(lit) == 8
+
+
+def test_mp4_loads_with_count_fps_order_and_colours(lv, clips, input_dir):
+    write_clip(clips / "clip.mp4", frames=15, width=90, height=70, fps=25, fourcc="mp4v")
+    images, count, fps = load(lv, name_of(clips / "clip.mp4", input_dir))
+    assert images.shape == (15, 64, 88, 3) and count == 15 and fps == pytest.approx(25.0)
+    assert indices(images) == list(range(15))
+    pixels = as_uint8(images)
+    assert np.abs(pixels[:, 10, 10] - RED).max() <= 12  # mp4v is lossy; the block interior stays close
+    assert np.abs(pixels[:, 10, 75] - BLUE).max() <= 12
+    assert np.abs(pixels[7, 50, 20] - index_colour(7)).max() <= 12
+
+
+def test_gif_written_by_pillow_loads(lv, clips, input_dir):
+    written = write_gif(clips / "anim.gif", frames=6, duration_ms=50)
+    images, count, fps = load(lv, name_of(clips / "anim.gif", input_dir))
+    assert images.shape == (6, 64, 88, 3) and count == 6
+    assert fps == pytest.approx(20.0)  # 50 ms per frame
+    assert np.array_equal(as_uint8(images), np.stack([frame[3:67, 1:89] for frame in written]))
+
+
+def test_grey_video_becomes_rgb(lv, clips, input_dir):
+    written = write_clip(clips / "grey.avi", frames=5, grey=True)
+    images, count, _ = load(lv, name_of(clips / "grey.avi", input_dir))
+    assert images.shape == (5, 64, 88, 3) and count == 5
+    pixels = as_uint8(images)
+    for channel in range(3):
+        assert np.array_equal(pixels[..., channel], np.stack([frame[3:67, 1:89] for frame in written]))
+
+
+def test_alpha_video_becomes_rgb_with_alpha_dropped(lv, clips, input_dir):
+    written = write_rgba_clip(clips / "alpha.mkv", frames=4)
+    images, count, _ = load(lv, name_of(clips / "alpha.mkv", input_dir))
+    assert images.shape == (4, 64, 88, 3) and count == 4
+    # The stored colours come back unchanged, also where alpha is 0 (no blending, no premultiplication).
+    assert np.array_equal(as_uint8(images), np.stack([frame[3:67, 1:89, :3] for frame in written]))
+
+
+def test_to_rgb_handles_every_channel_layout(lv):
+    bgr = np.zeros((4, 4, 3), np.uint8)
+    bgr[..., 0] = 200  # blue in OpenCV's order
+    assert lv.to_rgb(bgr)[0, 0].tolist() == [0, 0, 200]
+    grey = np.full((4, 4), 77, np.uint8)
+    assert lv.to_rgb(grey).shape == (4, 4, 3) and (lv.to_rgb(grey) == 77).all()
+    assert (lv.to_rgb(grey[..., None]) == 77).all()
+    bgra = np.concatenate([bgr, np.full((4, 4, 1), 9, np.uint8)], axis=-1)
+    assert lv.to_rgb(bgra)[0, 0].tolist() == [0, 0, 200]
+    with pytest.raises(ValueError, match="unsupported shape"):
+        lv.to_rgb(np.zeros((4, 4, 2), np.uint8))
+
+
+# --- sizes ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("source, width, height, resize, expected", [
+    ((90, 70), 0, 0, "crop", (88, 64)),         # keep: round down to multiples of 8
+    ((90, 70), 0, 0, "stretch", (88, 64)),
+    ((90, 70), 64, 64, "crop", (64, 64)),       # crop: exactly the box
+    ((90, 70), 64, 64, "stretch", (64, 64)),    # stretch: exactly the box
+    ((90, 70), 64, 64, "fit", (64, 48)),        # fit: 64×49.8 inside the box → 64×50 → 64×48
+    ((90, 70), 100, 50, "crop", (96, 48)),      # box sides not multiples of 8 are rounded down
+    ((90, 70), 100, 50, "fit", (64, 48)),       # 64.3×50 → 64×50 → 64×48
+    ((90, 70), 45, 0, "crop", (40, 32)),        # height follows the aspect: 35 → 32
+    ((90, 70), 0, 35, "fit", (40, 32)),         # width follows: 45 → 40
+    ((90, 70), 200, 0, "crop", (200, 152)),     # upscaling: 155.6 → 156 → 152
+    ((90, 70), 3, 3, "crop", (8, 8)),           # minimum 8
+    ((5, 5), 0, 0, "crop", (8, 8)),
+])
+def test_output_size_rules(lv, source, width, height, resize, expected):
+    assert lv.output_size(*source, width, height, resize) == expected
+
+
+def test_crop_fit_and_stretch_frames(lv, clips, input_dir):
+    write_clip(clips / "clip.avi", frames=3)
+    name = name_of(clips / "clip.avi", input_dir)
+    crop, _, _ = load(lv, name, width=88, height=16, resize="crop")
+    fit, _, _ = load(lv, name, width=88, height=16, resize="fit")
+    stretch, _, _ = load(lv, name, width=88, height=16, resize="stretch")
+    assert crop.shape == (3, 16, 88, 3) and stretch.shape == (3, 16, 88, 3)
+    assert fit.shape == (3, 16, 16, 3)  # 20.6×16 fits in 88×16 → 16×16; nothing cut, no padding
+    crop_px, stretch_px = as_uint8(crop), as_uint8(stretch)
+    # crop keeps the middle rows only: the red block's top and the index block's bottom are cut,
+    # the middle boundary stays in the middle.
+    assert np.abs(crop_px[0, 2, 10] - RED).max() <= 2 and np.abs(crop_px[0, 13, 10] - index_colour(0)).max() <= 2
+    # stretch keeps every row: squeezed, but top is red and bottom is the index block.
+    assert np.abs(stretch_px[0, 0, 10] - RED).max() <= 2 and np.abs(stretch_px[0, 15, 10] - index_colour(0)).max() <= 2
+    for images in (crop, fit, stretch):
+        assert images.min() >= 0.0 and images.max() <= 1.0
+
+
+def test_width_only_keeps_the_aspect_and_frame_content(lv, clips, input_dir):
+    write_clip(clips / "clip.avi", frames=4)
+    images, count, _ = load(lv, name_of(clips / "clip.avi", input_dir), width=45)
+    assert images.shape == (4, 32, 40, 3) and count == 4
+    assert indices(images) == [0, 1, 2, 3]
+    pixels = as_uint8(images)
+    assert np.abs(pixels[0, 4, 4] - RED).max() <= 2 and np.abs(pixels[0, 4, 35] - BLUE).max() <= 2
+
+
+def test_upscaling_stays_in_range(lv, clips, input_dir):
+    write_clip(clips / "clip.avi", frames=2)
+    images, _, _ = load(lv, name_of(clips / "clip.avi", input_dir), width=200, height=160, resize="stretch")
+    assert images.shape == (2, 160, 200, 3) and images.min() >= 0.0 and images.max() <= 1.0
+    assert indices(images) == [0, 1]
+
+
+# --- memory ---------------------------------------------------------------------------------------
+
+def test_refuses_selections_larger_than_free_ram_before_decoding(lv, clips, input_dir, monkeypatch, progress_calls):
+    write_clip(clips / "clip.avi", frames=12)
+    name = name_of(clips / "clip.avi", input_dir)
+    need = 6 * 64 * 88 * 3 * lv.BYTES_PER_VALUE  # every other frame: 6 frames of 88×64 (float32 + uint8)
+    monkeypatch.setattr(lv, "available_ram_bytes", lambda: need - 1)
+    with pytest.raises(ValueError, match=r"6 frames at 88×64 need .* but .* are free; set frame_load_cap"):
+        load(lv, name, select_every_nth=2)
+    assert progress_calls == []  # refused before decoding anything
+    monkeypatch.setattr(lv, "available_ram_bytes", lambda: need)
+    images, count, _ = load(lv, name, select_every_nth=2)
+    assert count == 6 and images.shape == (6, 64, 88, 3)
+
+
+def test_memory_message_reads_like_a_sentence(lv, monkeypatch):
+    monkeypatch.setattr(lv, "available_ram_bytes", lambda: 12 * 10**9)
+    with pytest.raises(ValueError) as error:
+        lv.check_memory(5400, 1920, 1080)
+    message = str(error.value)
+    need = 5400 * 1920 * 1080 * 3 * lv.BYTES_PER_VALUE
+    assert message.startswith(f"5,400 frames at 1920×1080 need {need / 1e9:.0f} GB but 12 GB are free")
+    lv.check_memory(10, 1920, 1080)  # 311 MB fit
+
+
+def test_real_free_ram_is_a_positive_number(lv):
+    import psutil
+
+    free = lv.available_ram_bytes()
+    assert 0 < free <= psutil.virtual_memory().total
+
+
+def test_unknown_frame_count_trusts_decoded_frames_and_watches_ram(lv, clips, input_dir, monkeypatch):
+    write_clip(clips / "clip.avi", frames=10)
+    name = name_of(clips / "clip.avi", input_dir)
+    monkeypatch.setattr(lv, "_header_frame_count", lambda capture: 0)  # a container that does not say
+    images, count, _ = load(lv, name)
+    assert count == 10 and indices(images) == list(range(10))
+    frame = 64 * 88 * 3
+    monkeypatch.setattr(lv, "available_ram_bytes", lambda: 4 * frame * 4 + frame)  # room for 4 frames
+    with pytest.raises(ValueError, match="more frames than expected .* at frame 5 .* set frame_load_cap"):
+        load(lv, name)
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+def test_missing_file(lv, clips, input_dir):
+    name = name_of(clips / "nope.mp4", input_dir)
+    with pytest.raises(ValueError, match="Video file not found: .*nope.mp4"):
+        load(lv, name)
+    assert "Video file not found" in lv.LoadVideoFrames.VALIDATE_INPUTS(name, 0, 0, 1, 0, 0)
+
+
+def test_zero_byte_file(lv, clips, input_dir):
+    (clips / "empty.mp4").write_bytes(b"")
+    name = name_of(clips / "empty.mp4", input_dir)
+    with pytest.raises(ValueError, match=r"is empty \(0 bytes\)"):
+        load(lv, name)
+    assert "is empty" in lv.LoadVideoFrames.VALIDATE_INPUTS(name, 0, 0, 1, 0, 0)
+
+
+def test_text_file_renamed_mp4(lv, clips, input_dir):
+    (clips / "notes.mp4").write_text("shopping list: eggs, milk\n" * 40)
+    with pytest.raises(ValueError, match="contains text, not video data"):
+        load(lv, name_of(clips / "notes.mp4", input_dir))
+
+
+def test_random_bytes_named_mp4(lv, clips, input_dir):
+    (clips / "noise.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    with pytest.raises(ValueError, match="could not be opened as a video"):
+        load(lv, name_of(clips / "noise.mp4", input_dir))
+
+
+def test_truncated_mp4(lv, clips, input_dir):
+    write_clip(clips / "full.mp4", frames=30, fourcc="mp4v")
+    data = (clips / "full.mp4").read_bytes()
+    (clips / "cut.mp4").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ValueError, match="could not be opened as a video: the file may be truncated"):
+        load(lv, name_of(clips / "cut.mp4", input_dir))
+
+
+def test_truncated_avi_returns_the_frames_that_decode(lv, clips, input_dir):
+    import cv2
+
+    written = write_clip(clips / "full.avi", frames=30)
+    data = (clips / "full.avi").read_bytes()
+    (clips / "cut.avi").write_bytes(data[: int(len(data) * 0.9)])
+    capture = cv2.VideoCapture(str(clips / "cut.avi"))
+    header_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    images, count, _ = load(lv, name_of(clips / "cut.avi", input_dir))
+    assert 0 < count < header_count == 30  # the header still claims 30: the decoded frames win
+    assert images.shape[0] == count
+    assert torch.equal(images, torch.from_numpy(np.stack([f[3:67, 1:89] for f in written[:count]])).float() / 255)
+
+
+def test_video_without_frames(lv, clips, input_dir):
+    write_clip(clips / "none.avi", frames=0)  # a valid AVI header, no frames
+    assert (clips / "none.avi").stat().st_size > 0
+    with pytest.raises(ValueError, match="No frames could be decoded from .*none.avi"):
+        load(lv, name_of(clips / "none.avi", input_dir))
+
+
+def test_frame_that_cannot_be_converted(lv, clips, input_dir, monkeypatch):
+    write_clip(clips / "clip.avi", frames=3)
+    released = []
+
+    class BrokenCapture:  # grab() succeeds but the frame cannot be retrieved
+        def get(self, prop):
+            return 0.0
+
+        def grab(self):
+            return True
+
+        def retrieve(self):
+            return False, None
+
+        def release(self):
+            released.append(True)
+
+    monkeypatch.setattr(lv, "_open_capture", lambda path, name: BrokenCapture())
+    with pytest.raises(ValueError, match="No frames could be decoded"):
+        load(lv, name_of(clips / "clip.avi", input_dir), skip_first_frames=1)
+    assert released == [True]
+
+
+def test_unknown_frame_size_checks_memory_on_the_first_frame(lv, clips, input_dir, monkeypatch, progress_calls):
+    write_clip(clips / "clip.avi", frames=12)
+    name = name_of(clips / "clip.avi", input_dir)
+    monkeypatch.setattr(lv, "_header_size", lambda capture: (0, 0))
+    monkeypatch.setattr(lv, "available_ram_bytes", lambda: 12 * 64 * 88 * 3 * lv.BYTES_PER_VALUE - 1)
+    with pytest.raises(ValueError, match="12 frames at 88×64 need"):
+        load(lv, name)
+    assert progress_calls == []
+    monkeypatch.setattr(lv, "available_ram_bytes", lambda: 12 * 64 * 88 * 3 * lv.BYTES_PER_VALUE)
+    assert load(lv, name)[1] == 12
+
+
+def test_skipping_past_the_end(lv, clips, input_dir):
+    write_clip(clips / "clip.avi", frames=12)
+    with pytest.raises(ValueError, match="has only 12 frames, so skip_first_frames=12 leaves nothing; "
+                                         "set skip_first_frames below 12"):
+        load(lv, name_of(clips / "clip.avi", input_dir), skip_first_frames=12)
+
+
+def test_select_every_nth_zero(lv, clips, input_dir):
+    write_clip(clips / "clip.avi", frames=3)
+    name = name_of(clips / "clip.avi", input_dir)
+    with pytest.raises(ValueError, match="select_every_nth must be between 1 and"):
+        load(lv, name, select_every_nth=0)
+    message = lv.LoadVideoFrames.VALIDATE_INPUTS(name, 0, 0, 0, 0, 0)
+    assert message.startswith("select_every_nth must be between 1 and") and "1 = every frame" in message
+
+
+@pytest.mark.parametrize("settings, field", [
+    (dict(frame_load_cap=-1), "frame_load_cap"),
+    (dict(skip_first_frames=-5), "skip_first_frames"),
+    (dict(width=-8), "width"),
+    (dict(height=20000), "height"),
+    (dict(width=1.5), "width"),
+])
+def test_bad_numbers_are_named(lv, clips, input_dir, settings, field):
+    write_clip(clips / "clip.avi", frames=2)
+    name = name_of(clips / "clip.avi", input_dir)
+    full = {**DEFAULTS, **settings}
+    message = lv.LoadVideoFrames.VALIDATE_INPUTS(name, full["frame_load_cap"], full["skip_first_frames"],
+                                                 full["select_every_nth"], full["width"], full["height"])
+    assert isinstance(message, str) and message.startswith(field)
+    with pytest.raises(ValueError, match=f"^{field}"):
+        load(lv, name, **settings)
+
+
+def test_unknown_resize_mode(lv, clips, input_dir):
+    write_clip(clips / "clip.avi", frames=2)
+    with pytest.raises(ValueError, match="resize must be one of crop, fit, stretch"):
+        load(lv, name_of(clips / "clip.avi", input_dir), resize="squash")
+
+
+def test_validate_accepts_good_and_linked_inputs(lv, clips, input_dir):
+    write_clip(clips / "clip.avi", frames=2)
+    validate = lv.LoadVideoFrames.VALIDATE_INPUTS
+    assert validate(name_of(clips / "clip.avi", input_dir), 10, 2, 3, 512, 320) is True
+    assert validate(None, None, None, None, None, None) is True  # linked inputs: checked at run time
+
+
+def test_wrong_extension_and_folders(lv, clips, input_dir):
+    (clips / "picture.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="does not have a video file extension"):
+        load(lv, name_of(clips / "picture.png", input_dir))
+    (clips / "folder.mp4").mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        load(lv, name_of(clips / "folder.mp4", input_dir))
+    with pytest.raises(ValueError, match="No video selected"):
+        load(lv, "")
+
+
+def test_input_annotation_is_accepted_other_folders_refused(lv, clips, input_dir):
+    write_clip(clips / "clip.avi", frames=2)
+    name = name_of(clips / "clip.avi", input_dir)
+    assert load(lv, name + " [input]")[1] == 2
+    with pytest.raises(ValueError, match="is in ComfyUI's output folder; Load Video Frames only reads"):
+        load(lv, name + " [output]")
+
+
+# --- safety ---------------------------------------------------------------------------------------
+
+def test_traversal_out_of_the_input_folder_is_refused(lv, input_dir):
+    outside = input_dir.parent / f"secret-{uuid.uuid4().hex[:6]}.avi"
+    write_clip(outside, frames=2)
+    name = f"../{outside.name}"
+    with pytest.raises(ValueError, match="points outside ComfyUI's input folder"):
+        load(lv, name)
+    assert "points outside" in lv.LoadVideoFrames.VALIDATE_INPUTS(name, 0, 0, 1, 0, 0)
+    with pytest.raises(ValueError, match="points outside"):
+        load(lv, f"clips/../../{outside.name}")
+
+
+def test_traversal_that_stays_inside_is_fine(lv, clips, input_dir):
+    write_clip(clips / "clip.avi", frames=2)
+    assert load(lv, f"{clips.name}/../{clips.name}/clip.avi")[1] == 2
+
+
+def test_absolute_paths_are_refused(lv, clips, input_dir):
+    write_clip(clips / "clip.avi", frames=2)
+    for path in (clips / "clip.avi", Path("/etc/passwd")):
+        with pytest.raises(ValueError, match="is an absolute path"):
+            load(lv, str(path))
+        assert "absolute path" in lv.LoadVideoFrames.VALIDATE_INPUTS(str(path), 0, 0, 1, 0, 0)
+
+
+def test_symlinks_that_escape_are_refused_inside_ones_work(lv, clips, input_dir, tmp_path):
+    write_clip(tmp_path / "outside.avi", frames=2)
+    (clips / "escape.avi").symlink_to(tmp_path / "outside.avi")
+    with pytest.raises(ValueError, match="points outside ComfyUI's input folder"):
+        load(lv, name_of(clips / "escape.avi", input_dir))
+    (clips / "dir-escape").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(ValueError, match="points outside"):
+        load(lv, name_of(clips / "dir-escape" / "outside.avi", input_dir))
+    write_clip(clips / "real.avi", frames=3)
+    (clips / "alias.avi").symlink_to(clips / "real.avi")
+    assert load(lv, name_of(clips / "alias.avi", input_dir))[1] == 3
+
+
+def test_picker_lists_videos_in_the_input_folder_only(lv, input_dir, tmp_path):
+    tag = uuid.uuid4().hex[:6]
+    write_clip(input_dir / f"{tag}-a.avi", frames=2)
+    write_clip(input_dir / f"{tag}-b.MP4", frames=2, fourcc="mp4v")
+    write_gif(input_dir / f"{tag}-c.gif", frames=2)
+    (input_dir / f"{tag}-d.txt").write_text("not a video")
+    (input_dir / f"{tag}-e.png").write_bytes(b"png")
+    write_clip(tmp_path / "outside.avi", frames=2)
+    (input_dir / f"{tag}-f.avi").symlink_to(tmp_path / "outside.avi")
+    spec = lv.LoadVideoFrames.INPUT_TYPES()["required"]["video"]
+    listed = [name for name in spec[0] if name.startswith(tag)]
+    assert listed == [f"{tag}-a.avi", f"{tag}-b.MP4", f"{tag}-c.gif"]
+    assert spec[0] == sorted(spec[0])
+    assert spec[1]["video_upload"] is True
+
+
+# --- caching, progress, cancel, node description ---------------------------------------------------
+
+def test_is_changed_follows_size_and_mtime_without_reading(lv, clips, input_dir, monkeypatch):
+    write_clip(clips / "clip.avi", frames=3)
+    name = name_of(clips / "clip.avi", input_dir)
+    first = lv.LoadVideoFrames.IS_CHANGED(name, frame_load_cap=0)
+    assert first == lv.LoadVideoFrames.IS_CHANGED(name, frame_load_cap=5)
+    original_open = builtins.open
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("IS_CHANGED must not read the video")
+
+    monkeypatch.setattr(builtins, "open", no_reading)
+    monkeypatch.setattr(io, "open", no_reading)
+    assert lv.LoadVideoFrames.IS_CHANGED(name) == first
+    monkeypatch.setattr(builtins, "open", original_open)
+    monkeypatch.setattr(io, "open", original_open)
+    write_clip(clips / "clip.avi", frames=4)
+    stat = (clips / "clip.avi").stat()
+    os.utime(clips / "clip.avi", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert lv.LoadVideoFrames.IS_CHANGED(name) != first
+    missing = lv.LoadVideoFrames.IS_CHANGED(name_of(clips / "gone.avi", input_dir))
+    assert missing != missing  # NaN: never cached; the run reports the missing file
+
+
+def test_cancel_from_the_progress_hook_stops_decoding(lv, clips, input_dir, monkeypatch):
+    import comfy.model_management
+    import comfy.utils
+
+    write_clip(clips / "clip.avi", frames=12)
+    seen = []
+
+    def hook(value, total, preview, node_id=None):
+        seen.append(value)
+        if value == 3:
+            raise comfy.model_management.InterruptProcessingException()
+
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", hook)
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        load(lv, name_of(clips / "clip.avi", input_dir))
+    assert seen == [1, 2, 3]
+
+
+def test_node_is_described(lv):
+    node = lv.LoadVideoFrames
+    assert lv.NODE_CLASS_MAPPINGS == {"LoadVideoFrames": node}
+    assert lv.NODE_DISPLAY_NAME_MAPPINGS == {"LoadVideoFrames": "Load Video Frames (EI²)"}
+    assert node.CATEGORY == "EI²" and node.DESCRIPTION
+    assert node.RETURN_TYPES == ("IMAGE", "INT", "FLOAT")
+    assert len(node.OUTPUT_TOOLTIPS) == 3 and all(node.OUTPUT_TOOLTIPS)
+    inputs = node.INPUT_TYPES()["required"]
+    assert list(inputs) == ["video", "frame_load_cap", "skip_first_frames", "select_every_nth", "width", "height",
+                            "resize"]
+    assert all(spec[1].get("tooltip") for spec in inputs.values())
+    assert inputs["resize"][0] == ["crop", "fit", "stretch"]
+    for name in ("width", "height", "resize"):
+        assert "multiple of 8" in inputs[name][1]["tooltip"]
+    assert "multiple of 8" in lv.__doc__
