@@ -5,16 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.graphs import stock_graph
+from harness.graphs import inflate_node, stock_graph
 from harness.server import PromptFailed
 
 pytestmark = pytest.mark.slow
-
-
-def inflate_node(model_link) -> dict:
-    return {"class_type": "EI2InflateUNet", "inputs": {
-        "model": model_link, "attention_type": "ffam", "coarse_stride": 2, "coarse_type": "avg",
-        "temporal_type": "stam", "centering_type": "frames", "mapping_type": "spectral", "seed": 0}}
 
 
 def test_inflated_model_samples_eight_frames_on_the_server(comfy_server, tiny_checkpoint):

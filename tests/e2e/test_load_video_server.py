@@ -1,7 +1,6 @@
 """LoadVideoFrames on a real ComfyUI server: upload, picker list, a VAE round trip, refusals at validation."""
 from __future__ import annotations
 
-import time
 import uuid
 
 import numpy as np
@@ -18,15 +17,6 @@ def load_node(video: str, **settings) -> dict:
     inputs = dict(video=video, frame_load_cap=0, skip_first_frames=0, select_every_nth=1, width=0, height=0,
                   resize="crop")
     return {"class_type": "LoadVideoFrames", "inputs": {**inputs, **settings}}
-
-
-def progress_for(server, prompt_id: str, node_id: str, timeout: float = 5.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while True:  # the /ws reader thread can trail the history entry by a moment
-        found = [m["data"] for m in server.messages_for(prompt_id, "progress") if m["data"].get("node") == node_id]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
 
 
 def test_uploaded_video_is_listed_and_runs_through_the_vae(comfy_server, tiny_checkpoint, tmp_path):
@@ -61,7 +51,7 @@ def test_uploaded_video_is_listed_and_runs_through_the_vae(comfy_server, tiny_ch
     frames = [np.asarray(Image.open(path), dtype=np.float32) for path in frame_files]
     assert [decode_index(frame[36, 16]) for frame in frames] == [1, 3, 5, 7, 9]
     assert all(np.abs(frame[4, 4] - (255, 0, 0)).max() <= 16 for frame in frames)  # RGB order survives
-    progress = progress_for(comfy_server, prompt_id, "2")
+    progress = [m["data"] for m in comfy_server.messages_for(prompt_id, "progress") if m["data"]["node"] == "2"]
     assert progress and progress[-1]["value"] == progress[-1]["max"] == 10
 
 

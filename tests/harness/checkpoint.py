@@ -88,14 +88,16 @@ def write_checkpoint(path: Path, seed: int = SEED) -> Path:
 def small_sd15_model(seed: int = SEED, **unet_overrides):
     """A fast SD1.x-structured MODEL (ModelPatcher) for in-process tests: 32 base channels, CPU, fp32.
 
-    It carries ComfyUI's SD15 model config, so nodes treat it exactly like a loaded SD 1.5 checkpoint.
+    It carries ComfyUI's SD15 model config and inference-tensor weights, so nodes treat it exactly like a
+    loaded SD 1.5 checkpoint.
     """
     import comfy.model_base
     import comfy.model_patcher
     import comfy.supported_models
 
     config = comfy.supported_models.SD15({**TINY_UNET, "model_channels": 32, **unet_overrides})
-    with torch.inference_mode(False):
+    # Built under inference mode, as ComfyUI loads checkpoints: the weights are inference tensors.
+    with torch.inference_mode():
         model = comfy.model_base.BaseModel(config, device=torch.device("cpu"))
         state = init_weights(model.diffusion_model, torch.Generator().manual_seed(seed))
         model.diffusion_model.load_state_dict(state)

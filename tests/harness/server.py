@@ -185,20 +185,34 @@ class ComfyServer:
         return answer["prompt_id"]
 
     def wait(self, prompt_id: str, timeout: float = 300.0) -> dict:
-        """Poll /history/<id> until the prompt finished; raise PromptFailed on an execution error."""
+        """Poll /history/<id> until the prompt finished; raise PromptFailed if it failed or was interrupted.
+
+        Also waits (briefly) for the prompt's closing /ws message, so that every progress message
+        of the prompt has been collected when this returns.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(f"ComfyUI died while running {prompt_id}:\n{self.log_tail()}")
             entry = self.get(f"/history/{prompt_id}").get(prompt_id)
             if entry and entry.get("status", {}).get("completed") is not None:
+                self._await_closing_message(prompt_id)
                 status = entry["status"]
                 if status.get("status_str") == "error":
-                    errors = [m for kind, m in status.get("messages", []) if kind == "execution_error"]
-                    raise PromptFailed(f"prompt {prompt_id} failed: {json.dumps(errors, indent=1)}")
+                    problems = [{"type": kind, **m} for kind, m in status.get("messages", [])
+                                if kind in ("execution_error", "execution_interrupted")]
+                    raise PromptFailed(f"prompt {prompt_id} failed: {json.dumps(problems, indent=1)}")
                 return entry
             time.sleep(0.25)
         raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:.0f} s")
+
+    def _await_closing_message(self, prompt_id: str, timeout: float = 10.0) -> None:
+        closing = ("execution_success", "execution_error", "execution_interrupted")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(m["type"] in closing for m in self.messages_for(prompt_id)):
+                return
+            time.sleep(0.05)
 
     def interrupt(self) -> None:
         """What the UI's cancel button sends."""

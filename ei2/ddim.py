@@ -1,0 +1,73 @@
+"""DDIM sampling and DDIM inversion (Song et al. 2020) in σ-space, on Stable Diffusion's schedule.
+
+Samples live in k-diffusion's σ-space, ``x_σ = x0 + σ·ε`` (the DDPM ``x_t`` divided by ``√ᾱ_t``,
+``ᾱ = 1/(1+σ²)``), which is how ComfyUI drives its models. The model is ``eps(x, sigma)``: the
+ε-prediction for the σ-space sample ``x`` at noise level ``sigma`` (ComfyUI scales the input by
+``1/√(1+σ²)`` before the UNet sees it).
+
+Timesteps follow the SD 1.x scheduler config that Tune-A-Video uses ("leading" spacing with
+``steps_offset=1``: 1, 21, …, 981 for 50 steps). Both directions treat the clean latent as
+σ = 0, like diffusers' schedulers with ``set_alpha_to_one=True``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+Eps = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def ddim_timesteps(steps: int, train_steps: int = 1000, offset: int = 1) -> torch.Tensor:
+    """The ``steps`` training timesteps DDIM visits, ascending ("leading" spacing, SD's offset 1)."""
+    if not 1 <= steps <= train_steps:
+        raise ValueError(f"steps must be between 1 and {train_steps}, got {steps}")
+    return (torch.arange(steps) * (train_steps // steps) + offset).clamp(max=train_steps - 1)
+
+
+def ddim_sigmas(schedule_sigmas: torch.Tensor, steps: int) -> torch.Tensor:
+    """Sampling σs, descending, ending at 0: ``schedule_sigmas`` holds one σ per training timestep."""
+    chosen = schedule_sigmas[ddim_timesteps(steps, len(schedule_sigmas))].flip(0)
+    return torch.cat([chosen, chosen.new_zeros(1)])
+
+
+def ddim_sample(eps: Eps, x: torch.Tensor, sigmas: torch.Tensor, *, eta: float = 0.0,
+                generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+    """DDIM from ``x`` at ``sigmas[0]`` down to ``sigmas[-1]``; η = 0 is deterministic (Euler in σ).
+
+    ``callback(i, x, denoised)`` runs once per step (ComfyUI's previews and progress bar).
+    """
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        e = eps(x, sigma)
+        denoised = x - sigma * e
+        if callback is not None:
+            callback(i, x, denoised)
+        if eta == 0 or sigma_next == 0:
+            x = denoised + sigma_next * e
+            continue
+        # DDIM's η-noise, written for σ-space: divide the DDPM update by √ᾱ_next.
+        alpha, alpha_next = 1 / (1 + sigma**2), 1 / (1 + sigma_next**2)
+        std = eta * torch.sqrt((1 - alpha_next) / (1 - alpha) * (1 - alpha / alpha_next))
+        direction = torch.sqrt((1 - alpha_next - std**2).clamp(min=0) / alpha_next)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        x = denoised + direction * e + std / math.sqrt(float(alpha_next)) * noise
+    return x
+
+
+def ddim_invert(eps: Eps, x: torch.Tensor, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
+    """DDIM inversion from the clean ``x`` at ``sigmas[0] = 0`` up to ``sigmas[-1]`` (ascending).
+
+    Each step takes ε at the *target* level with the current sample, as diffusers'
+    ``DDIMInverseScheduler`` and Tune-A-Video do; that is the mirror image of the sampling step,
+    so inverting and then sampling with the same prompt returns close to the start. In σ-space
+    the current sample is rescaled so that the UNet sees exactly the DDPM sample it would.
+    """
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        e = eps(x * torch.sqrt((1 + sigma_next**2) / (1 + sigma**2)), sigma_next)
+        if callback is not None:
+            callback(i, x, x - sigma * e)
+        x = x + (sigma_next - sigma) * e
+    return x

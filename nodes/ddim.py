@@ -1,0 +1,65 @@
+"""EI2DDIMInvert and EI2Sample: invert the source clip to noise, then sample the edit from it."""
+from __future__ import annotations
+
+from . import adapter
+
+STEPS = ("INT", {"default": 50, "min": 1, "max": adapter.MAX_DDIM_STEPS, "tooltip":
+                 "DDIM steps (Tune-A-Video: 50). Use the same number for EI2DDIMInvert and EI2Sample."})
+
+
+class EI2DDIMInvert:
+    CATEGORY = "EI²"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("inverted_noise",)
+    OUTPUT_TOOLTIPS = ("The clip's DDIM noise: connect it to EI2Sample (not to VAEDecode).",)
+    FUNCTION = "invert"
+    DESCRIPTION = ("Runs DDIM backwards (η = 0, no CFG) from the source frames to the noise they came from, so "
+                   "EI2Sample can regenerate the clip under a new prompt while keeping its structure and motion.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The video model, usually the tuned one from EI2OneShotTune. "
+                                           "A plain MODEL works too (frames are then inverted independently)."}),
+            "latent": ("LATENT", {"tooltip": "The source clip's frames from VAEEncode."}),
+            "conditioning": ("CONDITIONING", {"tooltip": "The prompt to invert with. Tune-A-Video uses an empty "
+                                                         "prompt; the source prompt often reconstructs better."}),
+            "steps": STEPS,
+        }}
+
+    def invert(self, model, latent, conditioning, steps):
+        return (adapter.invert(model, latent, conditioning, steps),)
+
+
+class EI2Sample:
+    CATEGORY = "EI²"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("edited",)
+    OUTPUT_TOOLTIPS = ("The edited frames; connect to VAEDecode.",)
+    FUNCTION = "sample"
+    DESCRIPTION = "DDIM-samples the edited clip from EI2DDIMInvert's noise with the edit prompt, on the inversion's exact schedule."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The same video model used for the inversion."}),
+            "positive": ("CONDITIONING", {"tooltip": "The edit prompt: what the clip should show."}),
+            "negative": ("CONDITIONING", {"tooltip": "The negative prompt (often empty)."}),
+            "latent": ("LATENT", {"tooltip": "inverted_noise from EI2DDIMInvert."}),
+            "steps": STEPS,
+            "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip":
+                              "Classifier-free guidance: how strongly the edit prompt is followed. "
+                              "Tune-A-Video uses 12.5; 1.0 with the source prompt reconstructs the clip."}),
+            "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
+                              "0 = deterministic DDIM (keeps the source structure best). Above 0 adds fresh "
+                              "noise each step, drawn from the seed."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip":
+                             "Seed for the noise that eta > 0 adds; unused at eta 0."}),
+        }}
+
+    def sample(self, model, positive, negative, latent, steps, cfg, eta, seed):
+        return (adapter.sample(model, positive, negative, latent, steps=steps, cfg=cfg, eta=eta, seed=seed),)
+
+
+NODE_CLASS_MAPPINGS = {"EI2DDIMInvert": EI2DDIMInvert, "EI2Sample": EI2Sample}
+NODE_DISPLAY_NAME_MAPPINGS = {"EI2DDIMInvert": "EI² DDIM Invert", "EI2Sample": "EI² Sample (DDIM)"}

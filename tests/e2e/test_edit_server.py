@@ -1,0 +1,54 @@
+"""The whole edit on a real ComfyUI server: inflate → tune → invert → sample → decode, progress, cancel."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness.clips import write_clip
+from harness.graphs import edit_graph
+from harness.server import PromptFailed
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def uploaded_clip(comfy_server, tmp_path_factory):
+    clip = tmp_path_factory.mktemp("clips") / f"edit-{uuid.uuid4().hex[:6]}.mp4"
+    write_clip(clip, frames=8, width=90, height=70, fps=30, fourcc="mp4v")
+    return comfy_server.upload(clip)
+
+
+def test_full_edit_writes_finite_frames_and_reports_progress(comfy_server, tiny_checkpoint, uploaded_clip):
+    prompt_id = comfy_server.queue(edit_graph(tiny_checkpoint.name, uploaded_clip, frames=4, tune_steps=2, steps=4))
+    entry = comfy_server.wait(prompt_id, timeout=600)
+    files = comfy_server.output_files(entry)
+    assert len(files) == 4
+    frames = [np.asarray(Image.open(path), dtype=np.float32) for path in files]
+    assert all(frame.shape == (64, 64, 3) and np.isfinite(frame).all() and frame.std() > 1.0 for frame in frames)
+    progress = {}
+    for message in comfy_server.messages_for(prompt_id, "progress"):
+        progress.setdefault(message["data"]["node"], []).append((message["data"]["value"], message["data"]["max"]))
+    assert progress["8"] == [(1, 2), (2, 2)]  # EI2OneShotTune, per step
+    assert progress["9"][-1] == (4, 4) and progress["10"][-1] == (4, 4)  # EI2DDIMInvert, EI2Sample
+
+
+def test_cancel_during_sampling_leaves_the_server_ready(comfy_server, tiny_checkpoint, uploaded_clip):
+    graph = edit_graph(tiny_checkpoint.name, uploaded_clip, frames=4, tune_steps=1, steps=250, invert_steps=2,
+                       prefix="cancelled")
+    prompt_id = comfy_server.queue(graph)
+    deadline = time.monotonic() + 300
+    while not any(m["data"]["node"] == "10" for m in comfy_server.messages_for(prompt_id, "progress")):
+        assert time.monotonic() < deadline, "EI2Sample never started"
+        time.sleep(0.1)
+    comfy_server.interrupt()
+    with pytest.raises(PromptFailed, match="execution_interrupted"):
+        comfy_server.wait(prompt_id, timeout=120)
+    sampled = [m for m in comfy_server.messages_for(prompt_id, "progress") if m["data"]["node"] == "10"]
+    assert sampled[-1]["data"]["value"] < 250  # it stopped, it did not run to the end
+    entry = comfy_server.run(edit_graph(tiny_checkpoint.name, uploaded_clip, frames=2, tune_steps=1, steps=2,
+                                        prefix="after_cancel"))
+    assert len(comfy_server.output_files(entry)) == 2

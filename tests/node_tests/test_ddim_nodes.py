@@ -1,0 +1,169 @@
+"""EI2DDIMInvert and EI2Sample in-process: the exact schedule, the round trip, progress, cancel, bad input."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from ei2.ddim import ddim_invert, ddim_sigmas
+from harness.checkpoint import random_conditioning, small_sd15_model
+
+FRAMES = 4
+INFLATE = dict(attention_type="ffam", coarse_stride=2, coarse_type="avg", temporal_type="stam",
+               centering_type="frames", mapping_type="spectral", seed=0)
+
+
+@pytest.fixture(scope="module")
+def video_model(pack):
+    with torch.inference_mode():
+        inflated = pack.NODE_CLASS_MAPPINGS["EI2InflateUNet"]().inflate(small_sd15_model(), **INFLATE)[0]
+        # A few tuning steps open the temporal gates, so the frames really interact.
+        return pack.NODE_CLASS_MAPPINGS["EI2OneShotTune"]().tune(
+            inflated, source(), random_conditioning(5), 3, 1e-2, "temporal_and_queries", 0, False)[0]
+
+
+def source(seed=1):
+    base = torch.randn(1, 4, 6, 6, generator=torch.Generator().manual_seed(seed))
+    return {"samples": torch.cat([torch.roll(base, shifts=i, dims=-1) for i in range(FRAMES)])[..., :4, :4]}
+
+
+def invert(pack, model, latent=None, steps=10, conditioning=None):
+    with torch.inference_mode():
+        return pack.NODE_CLASS_MAPPINGS["EI2DDIMInvert"]().invert(
+            model, latent or source(), conditioning or random_conditioning(5), steps)[0]
+
+
+def sample(pack, model, latent, steps=10, cfg=1.0, eta=0.0, seed=0, positive=None):
+    with torch.inference_mode():
+        return pack.NODE_CLASS_MAPPINGS["EI2Sample"]().sample(
+            model, positive or random_conditioning(5), random_conditioning(6), latent, steps, cfg, eta, seed)[0]
+
+
+def test_registered_with_tooltips_and_defaults(pack):
+    invert_inputs = pack.NODE_CLASS_MAPPINGS["EI2DDIMInvert"].INPUT_TYPES()["required"]
+    sample_inputs = pack.NODE_CLASS_MAPPINGS["EI2Sample"].INPUT_TYPES()["required"]
+    assert list(invert_inputs) == ["model", "latent", "conditioning", "steps"]
+    assert list(sample_inputs) == ["model", "positive", "negative", "latent", "steps", "cfg", "eta", "seed"]
+    assert invert_inputs["steps"][1]["default"] == sample_inputs["steps"][1]["default"] == 50
+    assert sample_inputs["cfg"][1]["default"] == 7.5 and "12.5" in sample_inputs["cfg"][1]["tooltip"]
+    assert sample_inputs["eta"][1]["default"] == 0.0
+    assert all(spec.get("tooltip") for _, spec in [*invert_inputs.values(), *sample_inputs.values()])
+
+
+def test_inversion_is_exactly_ddim_on_the_models_own_schedule(pack, video_model):
+    """The node's result equals the core inversion driven straight through the model, no sampler in between."""
+    import comfy.model_management
+
+    inverted = invert(pack, video_model, steps=10)
+    info = inverted["ei2_inversion"]
+    assert info["steps"] == 10 and info["frames"] == FRAMES and info["tuned_frames"] == FRAMES
+
+    comfy.model_management.load_models_gpu([video_model, *video_model.get_nested_additional_models()])
+    inner = video_model.model
+    sigmas = ddim_sigmas(inner.model_sampling.sigmas, 10).flip(0).float()
+    context = random_conditioning(5)[0][0].expand(FRAMES, -1, -1)
+    options = {**video_model.model_options["transformer_options"], "cond_or_uncond": [0]}
+
+    def eps(x, sigma):
+        return (x - inner.apply_model(x, sigma.expand(FRAMES), c_crossattn=context, transformer_options=dict(options))) / sigma
+
+    with torch.inference_mode():
+        expected = ddim_invert(eps, inner.process_latent_in(source()["samples"]), sigmas) / sigmas[-1]
+    torch.testing.assert_close(inverted["samples"], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_round_trip_reconstructs_the_source(pack, video_model):
+    errors = {}
+    for steps in (5, 20, 50):
+        back = sample(pack, video_model, invert(pack, video_model, steps=steps), steps=steps, cfg=1.0)["samples"]
+        errors[steps] = (back - source()["samples"]).abs().mean().item()
+    fresh = dict(invert(pack, video_model, steps=50))
+    fresh["samples"] = torch.randn(fresh["samples"].shape, generator=torch.Generator().manual_seed(9))
+    from_noise = (sample(pack, video_model, fresh, steps=50, cfg=1.0)["samples"] - source()["samples"]).abs().mean().item()
+    print(f"round-trip mean |error| by steps: {errors}; from fresh noise: {from_noise:.4f}")
+    assert errors[50] < 0.1 * from_noise
+    assert errors[50] <= errors[5]
+
+
+def test_round_trip_through_the_nodes_converges_for_a_smooth_model(pack):
+    """With a smooth ε-model the only error left is DDIM's discretisation: it must shrink with the steps."""
+    smooth = small_sd15_model().clone()
+
+    def denoise(apply_model, args):  # ComfyUI's wrapper returns x0 for the σ-space input
+        x, sigma = args["input"], args["timestep"].view(-1, 1, 1, 1)
+        return x - sigma * 0.5 * torch.tanh(x / torch.sqrt(1 + sigma**2))
+
+    smooth.set_model_unet_function_wrapper(denoise)
+    errors = []
+    for steps in (5, 20, 80):
+        back = sample(pack, smooth, invert(pack, smooth, steps=steps), steps=steps)["samples"]
+        errors.append((back - source()["samples"]).abs().max().item())
+    print(f"smooth-model round-trip max |error| for 5/20/80 steps: {errors}")
+    # First-order convergence: 4× the steps, about a quarter of the error (in raw VAE-latent units).
+    assert errors[1] < 0.6 * errors[0] and errors[2] < 0.3 * errors[1] and errors[2] < 0.1
+
+
+def test_edit_prompt_and_cfg_change_the_result(pack, video_model):
+    inverted = invert(pack, video_model)
+    same = sample(pack, video_model, inverted, cfg=1.0)["samples"]
+    edited = sample(pack, video_model, inverted, cfg=7.5, positive=random_conditioning(42))["samples"]
+    assert edited.shape == same.shape == (FRAMES, 4, 4, 4) and torch.isfinite(edited).all()
+    assert not torch.allclose(edited, same, atol=1e-3)
+
+
+def test_eta_noise_follows_the_seed(pack, video_model):
+    inverted = invert(pack, video_model)
+    deterministic = [sample(pack, video_model, inverted, eta=0.0, seed=s)["samples"] for s in (0, 1)]
+    assert torch.equal(*deterministic)
+    noisy = [sample(pack, video_model, inverted, eta=0.5, seed=s)["samples"] for s in (0, 0, 1)]
+    assert torch.equal(noisy[0], noisy[1]) and not torch.allclose(noisy[0], noisy[2])
+    assert not torch.allclose(noisy[0], deterministic[0])
+
+
+def test_progress_and_cancel_during_sampling(pack, video_model):
+    import comfy.model_management
+    import comfy.utils
+
+    inverted = invert(pack, video_model)
+    seen = []
+
+    def hook(value, total, preview, **kwargs):
+        seen.append((value, total))
+        if value == 4:
+            comfy.model_management.interrupt_current_processing(True)
+        comfy.model_management.throw_exception_if_processing_interrupted()  # what the server's hook does
+
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            sample(pack, video_model, inverted, steps=10)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+        comfy.model_management.interrupt_current_processing(False)
+    assert seen == [(1, 10), (2, 10), (3, 10), (4, 10)]
+    assert torch.isfinite(sample(pack, video_model, inverted, steps=10)["samples"]).all()
+
+
+def test_a_plain_model_is_the_per_frame_baseline(pack):
+    plain = small_sd15_model()
+    back = sample(pack, plain, invert(pack, plain, steps=20), steps=20)["samples"]
+    assert back.shape == (FRAMES, 4, 4, 4) and torch.isfinite(back).all()
+
+
+def test_bad_input(pack, video_model, caplog):
+    with pytest.raises(ValueError, match="connect the LATENT output of EI2DDIMInvert"):
+        sample(pack, video_model, source())
+    with pytest.raises(ValueError, match=r"latent must hold the frames of one clip as \[frames, 4, h, w\]; got \(0, 4, 4, 4\)"):
+        invert(pack, video_model, latent={"samples": torch.zeros(0, 4, 4, 4)})
+    with pytest.raises(ValueError, match="steps must be between 1 and 250"):
+        invert(pack, video_model, steps=0)
+    inverted = invert(pack, video_model, steps=10)
+    with caplog.at_level(logging.WARNING):
+        mismatched = sample(pack, video_model, inverted, steps=5)["samples"]
+    assert "sampling with 5 steps from a 10-step inversion" in caplog.text and torch.isfinite(mismatched).all()
+    caplog.clear()
+    longer = {"samples": torch.cat([source()["samples"]] * 2)}
+    with caplog.at_level(logging.WARNING):
+        edited = sample(pack, video_model, invert(pack, video_model, latent=longer), steps=10)["samples"]
+    assert "tuned on 4 frames and samples 8" in caplog.text and edited.shape[0] == 8
