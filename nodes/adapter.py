@@ -201,7 +201,7 @@ def _trainable_unet(model, deltas: dict[str, torch.Tensor]):
         for name, m in modules.items():
             weight_functions = [_fresh_copy]
             if f"{name}.weight" in deltas:
-                weight_functions.append(_AddDelta(deltas[f"{name}.weight"]))
+                weight_functions.append(_adding(deltas[f"{name}.weight"]))
             m.weight_function = list(m.weight_function) + weight_functions
             m.bias_function = list(m.bias_function) + [_fresh_copy]
         yield
@@ -217,12 +217,8 @@ def _fresh_copy(weight):
     return weight  # ComfyUI already copied it because a weight function is set
 
 
-class _AddDelta:
-    def __init__(self, delta):
-        self.delta = delta
-
-    def __call__(self, weight):
-        return weight + self.delta.to(weight.dtype)
+def _adding(delta):
+    return lambda weight: weight + delta.to(weight.dtype)
 
 
 @contextmanager
