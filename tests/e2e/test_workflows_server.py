@@ -1,0 +1,110 @@
+"""Every bundled workflow, converted by ei2.workflow from the live /object_info, runs on the real server."""
+from __future__ import annotations
+
+import json
+import uuid
+
+import cv2
+import numpy as np
+import pytest
+
+from ei2.runner import PACK_ROOT
+from ei2.workflow import find_nodes, set_inputs, to_api
+from harness.clips import write_clip
+
+pytestmark = pytest.mark.slow
+
+FRAMES = 4
+
+
+def load(name: str) -> dict:
+    return json.loads((PACK_ROOT / "workflows" / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy_server):
+    return comfy_server.get("/object_info")
+
+
+@pytest.fixture(scope="module")
+def clip(comfy_server, tmp_path_factory):
+    path = tmp_path_factory.mktemp("clips") / f"wf-{uuid.uuid4().hex[:6]}.mp4"
+    write_clip(path, frames=8, width=90, height=70, fps=12, fourcc="mp4v")
+    return comfy_server.upload(path)
+
+
+def small(graph: dict, checkpoint: str, clip: str) -> dict:
+    """The workflow's settings shrunk so a CPU runs it in seconds."""
+    set_inputs(graph, "CheckpointLoaderSimple", ckpt_name=checkpoint)
+    set_inputs(graph, "LoadVideoFrames", video=clip, frame_load_cap=FRAMES, width=64, height=64)
+    if find_nodes(graph, "EI2OneShotTune"):
+        set_inputs(graph, "EI2OneShotTune", steps=2)
+    set_inputs(graph, "EI2DDIMInvert", steps=2)
+    set_inputs(graph, "EI2Sample", steps=2)
+    return graph
+
+
+def saved_videos(server, graph: dict, entry: dict) -> list:
+    ids = [key for key, node in graph.items() if node["class_type"] == "SaveVideo"]
+    return [server.output_dir / item.get("subfolder", "") / item["filename"]
+            for key in ids for item in entry["outputs"][key]["images"]]
+
+
+def read_frames(path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        frames.append(frame.astype(np.float32))
+
+
+def assert_edited_video(path) -> None:
+    frames = read_frames(path)
+    assert len(frames) == FRAMES, path
+    assert all(frame.shape == (64, 64, 3) and np.isfinite(frame).all() and frame.std() > 1.0 for frame in frames)
+
+
+@pytest.fixture(scope="module")
+def edited(comfy_server, object_info, tiny_checkpoint, clip):
+    graph = small(to_api(load("ei2_video_edit.json"), object_info), tiny_checkpoint.name, clip)
+    prefix = f"ei2_tuned/wf_{uuid.uuid4().hex[:6]}"
+    set_inputs(graph, "EI2SaveTuned", filename_prefix=prefix)
+    return graph, comfy_server.run(graph, timeout=600), prefix
+
+
+def test_the_template_browser_lists_the_bundled_workflows(comfy_server):
+    assert sorted(comfy_server.get("/workflow_templates")["ei2-comfyui"]) == \
+        ["ei2_reuse_tuned", "ei2_video_edit", "ei2_vs_tuneavideo"]
+    assert comfy_server.get("/api/workflow_templates/ei2-comfyui/ei2_video_edit.json") == load("ei2_video_edit.json")
+
+
+def test_video_edit_workflow_writes_the_edited_video_and_the_tuned_weights(comfy_server, edited):
+    graph, entry, prefix = edited
+    [video] = saved_videos(comfy_server, graph, entry)
+    assert video.suffix == ".mp4"
+    assert_edited_video(video)
+    assert list(comfy_server.output_dir.glob(f"{prefix}_*.safetensors"))
+
+
+def test_reuse_tuned_workflow_edits_with_saved_weights(comfy_server, object_info, tiny_checkpoint, clip, edited):
+    _, _, prefix = edited
+    name = next(path.name for path in comfy_server.output_dir.glob(f"{prefix}_*.safetensors"))
+    listed = comfy_server.get("/object_info/EI2LoadTuned")["EI2LoadTuned"]["input"]["required"]["tuned_weights"][0]
+    assert name in listed  # what a user picks in the dropdown
+    graph = small(to_api(load("ei2_reuse_tuned.json"), object_info), tiny_checkpoint.name, clip)
+    set_inputs(graph, "EI2LoadTuned", tuned_weights=name)
+    [video] = saved_videos(comfy_server, graph, comfy_server.run(graph, timeout=600))
+    assert_edited_video(video)
+
+
+def test_comparison_workflow_writes_both_edits(comfy_server, object_info, tiny_checkpoint, clip):
+    graph = small(to_api(load("ei2_vs_tuneavideo.json"), object_info), tiny_checkpoint.name, clip)
+    inflated = sorted((node["inputs"]["attention_type"], node["inputs"]["temporal_type"])
+                      for node in find_nodes(graph, "EI2InflateUNet"))
+    assert inflated == [("ffam", "stam"), ("sparse_causal", "vanilla")]
+    videos = saved_videos(comfy_server, graph, comfy_server.run(graph, timeout=900))
+    assert len(videos) == 2
+    for video in videos:
+        assert_edited_video(video)
