@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/setup.sh
+# The browser tests drive Debian's Chromium (never a downloaded browser).
+if [ ! -x /usr/bin/chromium ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+    $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
 status=0
 "${EI2_VENV:-.venv}/bin/python" -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then

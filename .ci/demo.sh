@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The README's demo command: sets up ./.venv like the tests do (see setup.sh), then edits a generated sample clip.
+# Usage: bash .ci/demo.sh [--checkpoint /path/to/sd15.safetensors] [other `python -m ei2 demo` options]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash .ci/setup.sh
+"${EI2_VENV:-.venv}/bin/python" -m ei2 demo "$@"
