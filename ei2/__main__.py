@@ -72,6 +72,9 @@ def main(argv=None) -> int:
     except runner.PromptFailed as error:
         print(cli.describe_failure(error), file=sys.stderr)
         return 1
+    except (RuntimeError, TimeoutError, OSError) as error:  # ComfyUI failed to start, died, or the link broke
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
