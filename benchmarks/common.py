@@ -1,0 +1,261 @@
+"""Shared helpers of the benchmarks: ComfyUI in-process, an SD1.5-shaped UNet, timing, peak memory.
+
+Peak memory: CUDA reports ``torch.cuda.max_memory_allocated`` above what was allocated before; on
+CPU the process's resident high-water mark is reset (Linux ``/proc/self/clear_refs``) before the
+measured calls and ``VmHWM`` is read after, so the number is the real resident peak above what was
+resident before. Every configuration runs in a fresh process (:func:`run_isolated`) so one
+configuration's allocations cannot inflate another's peak.
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for _path in (ROOT, ROOT / "tests"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+SD15_UNET = dict(
+    image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=[2, 2, 2, 2],
+    channel_mult=[1, 2, 4, 4], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+    transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], transformer_depth_middle=1,
+    num_heads=8, num_head_channels=-1, context_dim=768, use_linear_in_transformer=False,
+    use_spatial_transformer=True, legacy=False, adm_in_channels=None,
+)
+
+
+# --- ComfyUI in-process ----------------------------------------------------------------------------
+
+def _harness():
+    """``find_comfyui, import_comfyui, load_pack`` from wherever the runner lives now."""
+    try:
+        from ei2.runner import find_comfyui, import_comfyui, load_pack  # type: ignore[attr-defined]
+    except ImportError:
+        from harness.comfyui import find_comfyui, import_comfyui, load_pack
+    return find_comfyui, import_comfyui, load_pack
+
+
+_COMFY = None
+
+
+def comfyui(device: str = "cpu"):
+    """ComfyUI imported into this process (once) and this pack loaded: ``(comfy namespace, pack)``.
+
+    The harness imports ComfyUI with ``--cpu``; on CUDA that flag is cleared again before
+    ``comfy.model_management`` is imported.
+    """
+    global _COMFY
+    if _COMFY is None:
+        find_comfyui, import_comfyui, load_pack = _harness()
+        root = Path(tempfile.mkdtemp(prefix="ei2-bench-"))
+        dirs = [root / name for name in ("output", "input", "temp")]
+        for folder in dirs:
+            folder.mkdir()
+        path = find_comfyui()
+        namespace = _import_keeping_gpu(import_comfyui, path, dirs) if device == "cuda" else import_comfyui(path, *dirs)
+        _COMFY = namespace, load_pack(namespace.nodes)
+    return _COMFY
+
+
+def _import_keeping_gpu(import_comfyui, path, dirs):
+    """Import ComfyUI with the harness, which sets ``args.cpu = True``; that one assignment is ignored."""
+    import argparse
+
+    original = argparse.Namespace.__setattr__
+
+    def setattr_(self, name, value):
+        original(self, name, False if name == "cpu" else value)
+
+    argparse.Namespace.__setattr__ = setattr_
+    try:
+        return import_comfyui(path, *dirs)
+    finally:
+        argparse.Namespace.__setattr__ = original
+
+
+def init_weights_fast(module, seed: int, gain: float = 0.5) -> None:
+    """Random weights in place (fan-in scaled normals, norms at 1/0): cheap for an 860 M-parameter UNet."""
+    import torch
+
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    with torch.no_grad():
+        for sub in module.modules():
+            kind = type(sub).__name__
+            for name, param in sub.named_parameters(recurse=False):
+                if "Norm" in kind:
+                    param.fill_(1.0 if name == "weight" else 0.0)
+                elif name == "bias":
+                    param.zero_()
+                elif param.dim() >= 2 and kind != "Embedding":
+                    param.copy_(torch.randn(param.shape, generator=generator) * (gain / math.sqrt(math.prod(param.shape[1:]))))
+                else:
+                    param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+
+
+def sd15_model(device: str = "cpu", dtype=None, seed: int = 0, inference: bool = True, **unet_overrides):
+    """An SD1.5-shaped MODEL (ModelPatcher) with random weights; ComfyUI must be imported.
+
+    ``inference=True`` builds it under inference mode, as ComfyUI loads checkpoints (the nodes and
+    tuning expect that); ``False`` gives ordinary tensors for a plain autograd benchmark.
+    """
+    import torch
+
+    import comfy.model_base
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    dtype = dtype or torch.float32
+    config = comfy.supported_models.SD15({**SD15_UNET, **unet_overrides})
+    config.set_inference_dtype(dtype, None)
+    with torch.inference_mode(inference):
+        model = comfy.model_base.BaseModel(config, device=torch.device("cpu"))
+        init_weights_fast(model.diffusion_model, seed)
+        model.diffusion_model.to(device=device, dtype=dtype)
+    model.eval()
+    torch_device = torch.device(device)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch_device, offload_device=torch_device)
+
+
+def random_conditioning(seed: int, tokens: int = 77, width: int = 768):
+    import torch
+
+    embedding = torch.randn(1, tokens, width, generator=torch.Generator().manual_seed(seed))
+    return [[embedding, {"pooled_output": None}]]
+
+
+# --- timing and memory -----------------------------------------------------------------------------
+
+def _proc_status(field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+
+
+class PeakMemory:
+    """Peak bytes above the start, of the GPU allocator (cuda) or of resident memory (cpu, Linux)."""
+
+    def __init__(self, device: str):
+        self.device = device
+
+    def __enter__(self):
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.before = torch.cuda.memory_allocated()
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+                self.before = _proc_status("VmRSS")
+            except OSError:
+                self.before = None
+        self.peak = None
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.before
+        elif self.before is not None:
+            self.peak = _proc_status("VmHWM") - self.before
+        return False
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def timed(fn, repeats: int, device: str, warmup: int = 0):
+    """Median seconds of ``fn()`` over ``repeats`` calls, and the peak memory of those calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    seconds = []
+    with PeakMemory(device) as memory:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), memory.peak
+
+
+THREADS = None  # torch threads in the worker processes (None: torch's default)
+
+
+def _set_threads(threads):
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def run_isolated(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` in a fresh spawned process; returns its result."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_set_threads,
+                             initargs=(THREADS,)) as pool:
+        return pool.submit(function, *args, **kwargs).result()
+
+
+# --- reporting -------------------------------------------------------------------------------------
+
+def ratio(a, b, digits: int = 2) -> str:
+    return "n/a" if a is None or b is None or b == 0 else f"{a / b:.{digits}f}"
+
+
+def mib(value) -> str:
+    return "n/a" if value is None else f"{value / 2**20:.0f}"
+
+
+def fit_exponent(xs, ys) -> float:
+    """Least-squares slope of log y against log x: y ∝ x^k."""
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+
+
+def table(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine(device: str) -> str:
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        total = int(re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text()).group(1))
+        memory = f", {total / 2**20:.0f} GiB RAM"
+    except (OSError, AttributeError):
+        pass
+    threads = THREADS or torch.get_num_threads()
+    text = (f"{cpu}, {os.cpu_count()} logical cores ({threads} torch thread{'s' if threads > 1 else ''}){memory}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}; device {device}")
+    if device == "cuda" and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        text += f" = {props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
+    return text
