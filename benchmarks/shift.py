@@ -136,8 +136,8 @@ def run(device="cpu", quick=False, log=print):
              "per-block variance ratio (itself a geometric mean over channels) and the worst block's ratio "
              "(as max(r, 1/r)). “vs image” compares with the image model; “vs untuned” with the same inflated "
              "model before tuning (the temporal modules' own share).", ""]
-    header = ["model", "vs image: mean |Δμ|/σ", "max", "var ratio", "worst var ×",
-              "vs untuned: mean |Δμ|/σ", "max", "var ratio", "worst var ×", "loss: step 1 → mean of last 5"]
+    header = ["model", "vs image: mean \\|Δμ\\|/σ", "max", "var ratio", "worst var ×",
+              "vs untuned: mean \\|Δμ\\|/σ", "max", "var ratio", "worst var ×", "loss: step 1 → mean of last 5"]
     rows = [[label, *fmt(a), *fmt(b), "-" if loss is None else f"{loss[0]:.4f} → {loss[1]:.4f}"] for label, a, b, loss in summary]
     lines.append(common.table(header, rows))
     lines += ["", "Per block, vs image model: mean |Δμ|/σ (var ratio):", ""]
