@@ -259,3 +259,24 @@ def machine(device: str) -> str:
         props = torch.cuda.get_device_properties(0)
         text += f" = {props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
     return text
+
+
+def script_main(run, doc: str, cuda_dtype: str = "float16") -> None:
+    """The command line each benchmark script shares: --device and --quick, plus --dtype and --repeats
+    where its ``run`` takes them; the result goes to stdout, progress to stderr."""
+    import argparse
+    import inspect
+
+    takes = inspect.signature(run).parameters
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--quick", action="store_true")
+    if "dtype" in takes:
+        parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"))
+    if "repeats" in takes:
+        parser.add_argument("--repeats", type=int)
+    args = parser.parse_args()
+    options = {"repeats": args.repeats} if "repeats" in takes else {}
+    if "dtype" in takes:
+        options["dtype"] = args.dtype or (cuda_dtype if args.device == "cuda" else "float32")
+    print(run(device=args.device, quick=args.quick, log=lambda m: print(m, file=sys.stderr, flush=True), **options))

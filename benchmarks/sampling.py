@@ -10,7 +10,6 @@ cost. Calls alternate and the median is kept. Target: EI2Sample ≤ 1.3× KSampl
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -90,14 +89,7 @@ def run(device="cpu", dtype="float32", quick=False, repeats=None, log=print):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"))
-    parser.add_argument("--repeats", type=int)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    dtype = args.dtype or ("float16" if args.device == "cuda" else "float32")
-    print(run(args.device, dtype, args.quick, args.repeats, log=lambda m: print(m, file=sys.stderr, flush=True)))
+    common.script_main(run, __doc__, cuda_dtype="float16")
 
 
 if __name__ == "__main__":

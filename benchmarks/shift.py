@@ -23,7 +23,6 @@ Tune-A-Video's 3e-5 so that a few dozen steps actually move the zero-initialised
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -149,11 +148,7 @@ def run(device="cpu", quick=False, log=print):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    print(run(args.device, args.quick, log=lambda m: print(m, file=sys.stderr, flush=True)))
+    common.script_main(run, __doc__)
 
 
 if __name__ == "__main__":

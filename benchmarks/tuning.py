@@ -11,7 +11,6 @@ its README quotes 10–15 min on one A100).
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -80,13 +79,7 @@ def run(device="cpu", dtype="float32", quick=False, log=print):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"))
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    dtype = args.dtype or ("float16" if args.device == "cuda" else "float32")
-    print(run(args.device, dtype, args.quick, log=lambda m: print(m, file=sys.stderr, flush=True)))
+    common.script_main(run, __doc__, cuda_dtype="float16")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ in the same run, absolute values only on CUDA.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -175,14 +174,7 @@ def report(device, dtype, width, grid, growth, notes, results, growth_times, rep
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"))
-    parser.add_argument("--repeats", type=int)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
-    print(run(args.device, dtype, args.quick, args.repeats, log=lambda m: print(m, file=sys.stderr, flush=True)))
+    common.script_main(run, __doc__, cuda_dtype="bfloat16")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import runner
-from .workflow import WorkflowError, find_nodes, set_inputs, to_api
+from .workflow import find_nodes, set_inputs, to_api
 
 WORKFLOW = runner.PACK_ROOT / "workflows" / "ei2_video_edit.json"
 DEFAULT_CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
