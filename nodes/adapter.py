@@ -174,6 +174,12 @@ def temporal_modules(model) -> torch.nn.ModuleDict | None:
     return patchers[0].model if patchers else None
 
 
+def _copy_of_temporal_modules(model) -> torch.nn.ModuleDict:
+    """A private copy to change (tune, load into) without touching the modules ``model`` shares."""
+    modules = temporal_modules(model)
+    return copy.deepcopy(modules) if modules is not None else torch.nn.ModuleDict()
+
+
 # --- one-shot tuning -----------------------------------------------------------------------------
 
 def query_weight_keys(model) -> list[str]:
@@ -275,8 +281,7 @@ def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rat
         raise ValueError("EI2OneShotTune needs an inflated MODEL: add EI2InflateUNet between the checkpoint loader and this node.")
     if train not in TRAIN_SETS:
         raise ValueError(f"train={train!r} is not supported; choose one of {', '.join(TRAIN_SETS)}.")
-    if latents.ndim != 4 or latents.shape[0] == 0:
-        raise ValueError(f"latent must hold the frames of one clip as [frames, 4, h, w]; got shape {tuple(latents.shape)}.")
+    _check_latent({"samples": latents}, "latent")
     if len(conditioning) != 1:
         raise ValueError(f"conditioning holds {len(conditioning)} prompts; connect one CLIPTextEncode with the source prompt.")
     tuned = model.clone()
@@ -284,7 +289,7 @@ def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rat
         return tuned, []
 
     with torch.inference_mode(False):
-        modules = copy.deepcopy(temporal_modules(model)) if temporal_modules(model) is not None else torch.nn.ModuleDict()
+        modules = _copy_of_temporal_modules(model)
         attach_temporal_modules(tuned, modules)
         keys = query_weight_keys(model) if train in ("temporal_and_queries", "queries") else []
         weights = dict(model.model.named_parameters())
@@ -411,7 +416,7 @@ def apply_tuned_state(model, tensors: dict[str, torch.Tensor], metadata: dict[st
 
     loaded = model.clone()
     with torch.inference_mode(False):
-        modules = copy.deepcopy(temporal_modules(model)) if temporal_modules(model) is not None else torch.nn.ModuleDict()
+        modules = _copy_of_temporal_modules(model)
         temporal = {k[len("temporal."):]: v for k, v in tensors.items() if k.startswith("temporal.")}
         missing, unexpected = modules.load_state_dict(temporal, strict=False)
         if missing or unexpected:
@@ -478,7 +483,7 @@ def _check_latent(latent: dict, what: str) -> torch.Tensor:
     samples = latent.get("samples")
     if samples is None or samples.ndim != 4 or samples.shape[0] == 0:
         shape = None if samples is None else tuple(samples.shape)
-        raise ValueError(f"{what} must hold the frames of one clip as [frames, 4, h, w]; got {shape}.")
+        raise ValueError(f"{what} must hold the frames of one clip as [frames, 4, h, w]; got shape {shape}.")
     return samples
 
 

@@ -154,7 +154,7 @@ def test_a_plain_model_is_the_per_frame_baseline(pack):
 def test_bad_input(pack, video_model, caplog):
     with pytest.raises(ValueError, match="connect the LATENT output of EI2DDIMInvert"):
         sample(pack, video_model, source())
-    with pytest.raises(ValueError, match=r"latent must hold the frames of one clip as \[frames, 4, h, w\]; got \(0, 4, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"latent must hold the frames of one clip as \[frames, 4, h, w\]; got shape \(0, 4, 4, 4\)"):
         invert(pack, video_model, latent={"samples": torch.zeros(0, 4, 4, 4)})
     with pytest.raises(ValueError, match="steps must be between 1 and 250"):
         invert(pack, video_model, steps=0)
