@@ -20,15 +20,16 @@ class FrameSequenceAttention(nn.Module):
     parameters' dtype (fp32 master weights under an fp16 UNet); the result has ``hidden``'s dtype.
     """
 
-    def __init__(self, channels, heads, *, out_bias):
+    def __init__(self, channels, heads, *, out_bias, projection=nn.Linear):
         super().__init__()
         if heads < 1 or channels % heads:
             raise ValueError(f"channels={channels} do not split into heads={heads}")
         self.heads = heads
         self.to_q = nn.Linear(channels, channels, bias=False)
         self.to_k = nn.Linear(channels, channels, bias=False)
-        self.to_v = nn.Linear(channels, channels, bias=False)
-        self.to_out = nn.Linear(channels, channels, bias=out_bias)
+        # ``projection`` builds the value and output maps (STAM clips their spectral norm).
+        self.to_v = projection(channels, channels, bias=False)
+        self.to_out = projection(channels, channels, bias=out_bias)
 
     def forward(self, hidden, frames):
         if hidden.ndim != 3 or frames < 1 or hidden.shape[0] % frames:
@@ -60,14 +61,19 @@ class FrameSequenceAttention(nn.Module):
 
 
 class VanillaTemporalAttention(FrameSequenceAttention):
-    """Tune-A-Video's temporal attention: ``hidden + out(softmax-attention(LayerNorm(hidden)))``."""
+    """Tune-A-Video's temporal attention: ``hidden + out(softmax-attention(LayerNorm(hidden)))``.
+
+    Initialised and trained as Tune-A-Video's ``attn_temp`` / ``norm_temp``: only the output
+    weight is zeroed (the output bias keeps ``nn.Linear``'s random init, a small constant shift
+    from the start), and the LayerNorm is frozen at γ=1, β=0 (Tune-A-Video's trainable modules
+    match ``attn_temp`` only).
+    """
 
     def __init__(self, channels, heads):
         super().__init__(channels, heads, out_bias=True)
         self.norm = nn.LayerNorm(channels)
-        # Zero output (weight and bias): inflating the UNet leaves it computing exactly what it did.
+        self.norm.requires_grad_(False)
         nn.init.zeros_(self.to_out.weight)
-        nn.init.zeros_(self.to_out.bias)
 
     def branch(self, x):
         x = self.norm(x)

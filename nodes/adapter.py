@@ -3,9 +3,12 @@
 How the patch works (nothing in the shared UNet module is replaced or mutated):
 - spatial self-attention: an ``attn1`` replace patch per transformer block hands the projected
   q, k, v to :func:`ei2.ffam.frame_attention`;
-- temporal attention: a ``middle_patch`` (called right after each block's self-attention residual)
-  runs that block's temporal module. ComfyUI offers no hook after the feed-forward, where
-  Tune-A-Video puts it, without replacing modules; both EI² and the baseline sit at the same place;
+- temporal attention, ``temporal_placement="after_feedforward"`` (Tune-A-Video's place, default):
+  an object patch on the clone replaces each transformer block's ``forward`` by one that runs the
+  block, then its temporal module. ComfyUI sets object patches on the shared UNet only while this
+  MODEL is loaded and restores the original before any other clone runs.
+  ``"after_self_attention"``: a ``middle_patch`` (called right after each block's self-attention
+  residual, before cross-attention) runs it instead;
 - the temporal modules are ordinary fp32 ``nn.Module``s in their own ModelPatcher, attached with
   ``set_additional_models`` so ComfyUI loads and offloads them together with the UNet.
 
@@ -23,13 +26,17 @@ import torch.utils.checkpoint
 
 from ..ei2.ddim import ddim_invert, ddim_sample, ddim_sigmas
 from ..ei2.ffam import ATTENTION_TYPES, COARSE_TYPES, frame_attention
+from ..ei2.spectral import settle
 from ..ei2.stam import CENTERING_TYPES, MAPPING_TYPES
 from ..ei2.temporal import TEMPORAL_TYPES, make_temporal
 from ..ei2.tuning import TRAIN_SETS, one_shot_tune
 
 OPTIONS_KEY = "ei2_inflation"  # in model_options: marks an inflated MODEL and records how
 TUNED_KEY = "ei2_tuned"  # in model_options: the TunedQueries of a tuned MODEL
+# Version 2: clipped STAM with its norm estimates, Tune-A-Video's vanilla init, temporal_placement.
+TUNED_FORMAT = "2"
 ADDITIONAL_MODELS_KEY = "ei2_temporal"
+TEMPORAL_PLACEMENTS = ("after_feedforward", "after_self_attention")
 
 
 @dataclass(frozen=True)
@@ -38,13 +45,15 @@ class InflateOptions:
     coarse_stride: int = 2
     coarse_type: str = "avg"
     temporal_type: str = "stam"
+    temporal_placement: str = "after_feedforward"
     centering_type: str = "frames"
     mapping_type: str = "spectral"
     seed: int = 0
 
     def __post_init__(self):
         for name, allowed in (("attention_type", ATTENTION_TYPES), ("coarse_type", COARSE_TYPES),
-                              ("temporal_type", TEMPORAL_TYPES), ("centering_type", CENTERING_TYPES),
+                              ("temporal_type", TEMPORAL_TYPES), ("temporal_placement", TEMPORAL_PLACEMENTS),
+                              ("centering_type", CENTERING_TYPES),
                               ("mapping_type", MAPPING_TYPES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not supported; choose one of {', '.join(allowed)}.")
@@ -69,6 +78,14 @@ def transformer_blocks(diffusion_model):
                 if isinstance(layer, SpatialTransformer):
                     for index, transformer_block in enumerate(layer.transformer_blocks):
                         yield (stage, number, index), transformer_block
+
+
+def named_transformer_blocks(model) -> dict:
+    """``block_name -> (attribute path from model.model, BasicTransformerBlock)`` for every transformer block."""
+    diffusion_model = model.model.diffusion_model
+    paths = {id(module): f"diffusion_model.{path}" for path, module in diffusion_model.named_modules()}
+    return {block_name(block[:2], block[2]): (paths[id(module)], module)
+            for block, module in transformer_blocks(diffusion_model)}
 
 
 def frames_in(batch: int, extra_options: dict) -> int:
@@ -114,11 +131,11 @@ def build_temporal_modules(model, options: InflateOptions) -> torch.nn.ModuleDic
         stam_options = {}
         if options.temporal_type == "stam":
             stam_options = dict(centering_type=options.centering_type, mapping_type=options.mapping_type)
-        for block, transformer_block in transformer_blocks(model.model.diffusion_model):
+        for name, (_, transformer_block) in named_transformer_blocks(model).items():
             channels = transformer_block.n_heads * transformer_block.d_head
             module = make_temporal(options.temporal_type, channels, transformer_block.n_heads, **stam_options)
             if module is not None:
-                modules[block_name(block[:2], block[2])] = module.float()
+                modules[name] = module.float()
     return modules
 
 
@@ -140,32 +157,49 @@ def inflate(model, options: InflateOptions):
         for (stage, number, index), _ in transformer_blocks(model.model.diffusion_model):
             inflated.set_model_attn1_replace(attn1, stage, number, index)
 
-    attach_temporal_modules(inflated, modules)
     inflated.model_options[OPTIONS_KEY] = asdict(options)
+    attach_temporal_modules(inflated, modules)
     return inflated
 
 
 def attach_temporal_modules(model, modules: torch.nn.ModuleDict) -> None:
-    """Run ``modules`` after each block's self-attention, and let ComfyUI load/offload them with the UNet."""
+    """Run ``modules`` at the inflation's ``temporal_placement``; ComfyUI loads/offloads them with the UNet."""
     import comfy.model_patcher
 
     if len(modules) == 0:
         return
+    if inflation_options(model).temporal_placement == "after_feedforward":
+        # Replacing modules (e.g. after tuning) replaces these object patches: one key per block.
+        for name, (path, block) in named_transformer_blocks(model).items():
+            if name in modules:
+                model.add_object_patch(f"{path}.forward", _block_then_temporal(block, modules[name]))
+    else:
+        # A closure, not a callable object: ComfyUI deep-copies model_options on clone and would copy a module.
+        def temporal(hidden, extra_options):
+            name = block_name(extra_options["block"], extra_options.get("block_index", 0))
+            if name not in modules:
+                return hidden
+            return modules[name](hidden, frames_in(hidden.shape[0], extra_options))
 
-    # A closure, not a callable object: ComfyUI deep-copies model_options on clone and would copy a module.
-    def temporal(hidden, extra_options):
-        name = block_name(extra_options["block"], extra_options.get("block_index", 0))
-        if name not in modules:
-            return hidden
-        return modules[name](hidden, frames_in(hidden.shape[0], extra_options))
-
-    temporal.ei2_temporal = True
-    patches = model.model_options["transformer_options"].setdefault("patches", {})
-    # Replacing modules (e.g. after tuning) must not leave the old ones running too.
-    patches["middle_patch"] = [p for p in patches.get("middle_patch", []) if not getattr(p, "ei2_temporal", False)]
-    model.set_model_patch(temporal, "middle_patch")
+        temporal.ei2_temporal = True
+        patches = model.model_options["transformer_options"].setdefault("patches", {})
+        # Replacing modules (e.g. after tuning) must not leave the old ones running too.
+        patches["middle_patch"] = [p for p in patches.get("middle_patch", []) if not getattr(p, "ei2_temporal", False)]
+        model.set_model_patch(temporal, "middle_patch")
     patcher = comfy.model_patcher.ModelPatcher(modules, load_device=model.load_device, offload_device=model.offload_device)
     model.set_additional_models(ADDITIONAL_MODELS_KEY, [patcher])
+
+
+def _block_then_temporal(block, module):
+    """A ``forward`` for ``block``: the block's own computation (through its feed-forward), then ``module``."""
+    own_forward = type(block).forward
+
+    def forward(x, *args, **kwargs):
+        x = own_forward(block, x, *args, **kwargs)
+        options = kwargs.get("transformer_options", args[1] if len(args) > 1 else None)
+        return module(x, frames_in(x.shape[0], options or {}))
+
+    return forward
 
 
 def temporal_modules(model) -> torch.nn.ModuleDict | None:
@@ -296,7 +330,11 @@ def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rat
         device = model.load_device
         deltas = {key: torch.zeros(weights[key].shape, dtype=torch.float32, device=device, requires_grad=True)
                   for key in keys}
-        params = (list(modules.parameters()) if train != "queries" else []) + list(deltas.values())
+        # Frozen parts (vanilla's LayerNorm, as in Tune-A-Video) and, for train=queries, the whole
+        # temporal modules get no gradient at all: nothing accumulates on the returned MODEL.
+        trainable = [p for p in modules.parameters() if p.requires_grad]
+        trained, frozen = (trainable, []) if train != "queries" else ([], trainable)
+        params = trained + list(deltas.values())
         if not params:
             raise ValueError(f"Nothing to tune: train={train!r} but this MODEL has no temporal modules "
                              "(temporal_type none). Choose train=queries or inflate with stam/vanilla.")
@@ -317,14 +355,20 @@ def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rat
 
         checkpointing = _gradient_checkpointing(trainer.model.diffusion_model) if gradient_checkpointing else _no_context()
         try:
+            for p in frozen:
+                p.requires_grad_(False)
             with _trainable_unet(trainer, deltas), checkpointing:
                 losses = one_shot_tune(
                     predict_eps, x0, trainer.model.model_sampling.sigmas, params, steps=steps,
                     learning_rate=learning_rate, seed=seed, on_step=on_step,
                     loss_scaling=device.type == "cuda" and trainer.model.get_dtype() == torch.float16)
         finally:
+            for p in frozen:
+                p.requires_grad_(True)
             for patcher in loaded:
                 _unload(patcher)
+        if trained:
+            settle(modules)  # the tuned spectral clips hold to ~1e-4 from the first sampling step on
         info = dict(frames=frames, steps=steps, learning_rate=learning_rate, train=train, seed=seed)
         set_query_deltas(tuned, {key: delta.detach().cpu() for key, delta in deltas.items()}, info)
     return tuned, losses
@@ -388,7 +432,7 @@ def tuned_state(model) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     tensors = {f"temporal.{k}": v.detach().cpu().contiguous() for k, v in temporal_modules(model).state_dict().items()} \
         if temporal_modules(model) is not None else {}
     tensors.update({f"delta.{k}": v.contiguous() for k, v in tuned.deltas.items()})
-    metadata = {"ei2_format": "1", "inflation": json.dumps(asdict(options)), "base_fingerprint": base_fingerprint(model),
+    metadata = {"ei2_format": TUNED_FORMAT, "inflation": json.dumps(asdict(options)), "base_fingerprint": base_fingerprint(model),
                 **{k: json.dumps(v) for k, v in tuned.info.items()}}
     return tensors, metadata
 
@@ -403,8 +447,11 @@ def apply_tuned_state(model, tensors: dict[str, torch.Tensor], metadata: dict[st
         raise ValueError("EI2LoadTuned needs an inflated MODEL: add EI2InflateUNet (with the options the weights were tuned with) first.")
     if TUNED_KEY in model.model_options:
         raise ValueError("This MODEL already carries tuned weights; connect the EI2InflateUNet output to EI2LoadTuned.")
-    if metadata.get("ei2_format") != "1":
+    if metadata.get("ei2_format") is None:
         raise ValueError(f"{source} is not an EI² tuned-weights file (made by EI2SaveTuned).")
+    if metadata["ei2_format"] != TUNED_FORMAT:
+        raise ValueError(f"{source} was saved by another version of this pack (format {metadata['ei2_format']}, "
+                         f"this one reads {TUNED_FORMAT}) whose temporal modules differ; tune the clip again.")
     saved = json.loads(metadata["inflation"])
     mismatched = {k: (saved.get(k), v) for k, v in asdict(options).items() if k != "seed" and saved.get(k) != v}
     if mismatched:

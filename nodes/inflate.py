@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..ei2.ffam import ATTENTION_TYPES, COARSE_TYPES
 from ..ei2.stam import CENTERING_TYPES, MAPPING_TYPES
 from ..ei2.temporal import TEMPORAL_TYPES
-from .adapter import InflateOptions, inflate
+from .adapter import TEMPORAL_PLACEMENTS, InflateOptions, inflate
 
 
 class EI2InflateUNet:
@@ -36,7 +36,12 @@ class EI2InflateUNet:
             "temporal_type": (TEMPORAL_TYPES, {"default": "stam", "tooltip":
                 "The temporal attention added to every block. stam (EI²): centred, variance-bounded, keeps "
                 "the image model's feature statistics. vanilla: Tune-A-Video's LayerNorm attention "
-                "(the baseline). none: no temporal module. New modules start as a no-op until tuned."}),
+                "(the baseline). none: no temporal module. stam starts as an exact no-op until tuned; "
+                "vanilla starts like Tune-A-Video's (zero output weight, random output bias)."}),
+            "temporal_placement": (TEMPORAL_PLACEMENTS, {"default": "after_feedforward", "tooltip":
+                "Where the temporal module runs in each transformer block. after_feedforward: at the end "
+                "of the block, as in Tune-A-Video and EI². after_self_attention: between self- and "
+                "cross-attention (the placement of earlier versions of this pack, for comparison)."}),
             "centering_type": (CENTERING_TYPES, {"default": "frames", "tooltip":
                 "stam only: what instance centering removes. frames: each position's mean over the "
                 "frames (default). channels: each token's mean over channels (ablation)."}),
@@ -47,11 +52,8 @@ class EI2InflateUNet:
                 "Seed for the new temporal modules' initial weights."}),
         }}
 
-    def inflate(self, model, attention_type, coarse_stride, coarse_type, temporal_type, centering_type,
-                mapping_type, seed):
-        options = InflateOptions(attention_type, coarse_stride, coarse_type, temporal_type, centering_type,
-                                 mapping_type, seed)
-        return (inflate(model, options),)
+    def inflate(self, model, **options):
+        return (inflate(model, InflateOptions(**options)),)
 
 
 NODE_CLASS_MAPPINGS = {"EI2InflateUNet": EI2InflateUNet}

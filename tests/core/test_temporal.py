@@ -50,10 +50,21 @@ def test_vanilla_matches_naive_formula():
         torch.testing.assert_close(module(hidden, 3), naive_vanilla(module, hidden, 3), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_vanilla_is_identity_at_init(dtype):
-    hidden = random_hidden(2, 4, dtype=dtype)
-    assert torch.equal(VanillaTemporalAttention(CHANNELS, HEADS)(hidden, 4), hidden)
+def test_vanilla_starts_as_tune_a_video_attn_temp():
+    """Only the output weight is zeroed (the bias keeps nn.Linear's init) and the LayerNorm is frozen."""
+    torch.manual_seed(0)
+    module = VanillaTemporalAttention(CHANNELS, HEADS)
+    assert torch.equal(module.to_out.weight, torch.zeros(CHANNELS, CHANNELS))
+    bound = 1 / math.sqrt(CHANNELS)  # nn.Linear's default bias init: U(-1/√fan_in, 1/√fan_in)
+    assert module.to_out.bias.abs().max() <= bound and module.to_out.bias.abs().min() > 0
+    assert not any(p.requires_grad for p in module.norm.parameters())
+    assert torch.equal(module.norm.weight, torch.ones(CHANNELS)) and torch.equal(module.norm.bias, torch.zeros(CHANNELS))
+    assert {name for name, p in module.named_parameters() if p.requires_grad} == {
+        "to_q.weight", "to_k.weight", "to_v.weight", "to_out.weight", "to_out.bias"}
+    # So the inflated model starts with a constant shift: the output bias, at every frame and position.
+    hidden = random_hidden(2, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(module(hidden, 4), hidden + module.to_out.bias, atol=1e-6, rtol=0)
 
 
 def test_vanilla_learns_a_frame_dependent_change_in_one_step():
@@ -106,7 +117,7 @@ def test_make_temporal_builds_each_type():
     assert type(make_temporal("vanilla", CHANNELS, HEADS)) is VanillaTemporalAttention
     stam = make_temporal("stam", CHANNELS, HEADS, centering_type="channels", mapping_type="none")
     assert type(stam) is STAM and (stam.centering_type, stam.mapping_type) == ("channels", "none")
-    assert stam.heads == HEADS and stam.gate.shape == (CHANNELS,)
+    assert stam.heads == HEADS and stam.to_out.weight.shape == (CHANNELS, CHANNELS)
     assert set(TEMPORAL_TYPES) == {"stam", "vanilla", "none"}
 
 

@@ -16,8 +16,10 @@ def stock_graph(checkpoint: str, frames: int) -> dict:
     }
 
 
+# EI2InflateUNet's widgets in order, at their defaults (the node tests check the node against it).
 INFLATE_DEFAULTS = dict(attention_type="ffam", coarse_stride=2, coarse_type="avg", temporal_type="stam",
-                        centering_type="frames", mapping_type="spectral", seed=0)
+                        temporal_placement="after_feedforward", centering_type="frames", mapping_type="spectral",
+                        seed=0)
 
 
 def inflate_node(model_link, **options) -> dict:

@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from harness.checkpoint import random_conditioning, small_sd15_model
+from harness.graphs import INFLATE_DEFAULTS
 
 FRAMES = 4
-DEFAULTS = dict(attention_type="ffam", coarse_stride=2, coarse_type="avg", temporal_type="stam",
-                centering_type="frames", mapping_type="spectral", seed=0)
 
 
 @pytest.fixture
@@ -26,7 +25,7 @@ def node(pack):
 
 def inflate(node, model, **options):
     with torch.inference_mode():
-        return node.inflate(model, **{**DEFAULTS, **options})[0]
+        return node.inflate(model, **{**INFLATE_DEFAULTS, **options})[0]
 
 
 def latent_of(frames=FRAMES, seed=1, size=32):
@@ -67,11 +66,11 @@ def fingerprint(model) -> str:
 def test_registered_with_tooltips(pack):
     cls = pack.NODE_CLASS_MAPPINGS["EI2InflateUNet"]
     inputs = cls.INPUT_TYPES()["required"]
-    assert list(inputs) == ["model", *DEFAULTS]
+    assert list(inputs) == ["model", *INFLATE_DEFAULTS]
     for name, (kind, spec) in inputs.items():
         assert spec.get("tooltip"), f"{name} has no tooltip"
-        if name in DEFAULTS:
-            assert spec["default"] == DEFAULTS[name]
+        if name in INFLATE_DEFAULTS:
+            assert spec["default"] == INFLATE_DEFAULTS[name]
     assert pack.NODE_DISPLAY_NAME_MAPPINGS["EI2InflateUNet"]
 
 
@@ -100,20 +99,63 @@ def test_samplers_custom_and_advanced_and_one_frame(comfyui, node, model):
     assert single.shape == (1, 4, 4, 4) and torch.isfinite(single).all()
 
 
-def test_input_model_is_untouched(comfyui, node, model):
+def open_output_maps(modules, scale=0.5):
+    """Give the zero-initialised temporal output maps random weights, as tuning would."""
+    with torch.inference_mode(False), torch.no_grad():
+        for module in modules.values():
+            module.to_out.weight.copy_(scale * torch.randn_like(module.to_out.weight) / module.to_out.weight.shape[1] ** 0.5)
+
+
+@pytest.mark.parametrize("placement", ["after_feedforward", "after_self_attention"])
+def test_input_model_is_untouched(comfyui, pack, node, model, placement):
     before_hash = fingerprint(model)
     before_options = copy.deepcopy(model.model_options)
     before_patches = {k: list(v) for k, v in model.patches.items()}
     before_sample = ksample(comfyui, model, latent_of())
 
-    inflated = inflate(node, model, attention_type="ffam", temporal_type="stam")
-    ksample(comfyui, inflated, latent_of())  # sample the output too: loading it must not leak into the input
+    inflated = inflate(node, model, attention_type="per_frame", temporal_type="stam", temporal_placement=placement)
+    open_output_maps(pack.nodes.adapter.temporal_modules(inflated))
+    # Sample the output too: loading it must not leak into the input (its temporal modules really run).
+    assert not torch.allclose(ksample(comfyui, inflated, latent_of()), before_sample)
 
     assert fingerprint(model) == before_hash
     assert model.model_options == before_options
     assert {k: list(v) for k, v in model.patches.items()} == before_patches
     assert not model.get_additional_models()
     assert torch.equal(ksample(comfyui, model, latent_of()), before_sample)
+
+
+@pytest.mark.parametrize("placement", ["after_feedforward", "after_self_attention"])
+def test_temporal_module_runs_where_it_is_placed(comfyui, pack, node, model, placement):
+    """after_feedforward: on the block's output (Tune-A-Video); after_self_attention: before cross-attention."""
+    adapter = pack.nodes.adapter
+    inflated = inflate(node, model, temporal_placement=placement)
+    modules = adapter.temporal_modules(inflated)
+    open_output_maps(modules)
+    _, block = adapter.named_transformer_blocks(inflated)["input_1_0"]
+    seen = {}
+
+    def keep(key, value):  # returns None: the hooks change nothing
+        seen[key] = value.detach().clone()
+
+    def keep_temporal(module, args, out):
+        keep("in", args[0])
+        keep("out", out)
+
+    hooks = [modules["input_1_0"].register_forward_hook(keep_temporal),
+             block.norm2.register_forward_pre_hook(lambda m, args: keep("norm2_in", args[0])),
+             block.norm3.register_forward_pre_hook(lambda m, args: keep("norm3_in", args[0])),
+             block.ff.register_forward_hook(lambda m, args, out: keep("ff_out", out))]
+    try:
+        ksample(comfyui, inflated, latent_of(), steps=1)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert not torch.allclose(seen["in"], seen["out"])  # the module did something, so its place matters
+    if placement == "after_feedforward":
+        assert torch.equal(seen["in"], seen["norm3_in"] + seen["ff_out"])  # the block's own output
+    else:
+        assert torch.equal(seen["out"], seen["norm2_in"])  # cross-attention sees the temporal module's output
 
 
 def test_stam_at_init_with_per_frame_equals_the_image_model(comfyui, node, model):

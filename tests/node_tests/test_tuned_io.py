@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from harness.checkpoint import random_conditioning, small_sd15_model
+from harness.graphs import INFLATE_DEFAULTS
 
 FRAMES = 4
-INFLATE = dict(attention_type="ffam", coarse_stride=2, coarse_type="avg", temporal_type="stam",
-               centering_type="frames", mapping_type="spectral", seed=0)
 
 
 def inflate(pack, model=None, **options):
     with torch.inference_mode():
-        return pack.NODE_CLASS_MAPPINGS["EI2InflateUNet"]().inflate(model or small_sd15_model(), **{**INFLATE, **options})[0]
+        return pack.NODE_CLASS_MAPPINGS["EI2InflateUNet"]().inflate(model or small_sd15_model(), **{**INFLATE_DEFAULTS, **options})[0]
 
 
 def tune(pack, model, steps=4, seed=0):
@@ -99,6 +99,14 @@ def test_mismatches_are_explained(pack, base, caplog):
     path = save(pack, tune(pack, inflate(pack, base), steps=1), "ei2_tuned/mismatch")
     with pytest.raises(ValueError, match="other EI2InflateUNet options .*temporal_type: file 'stam' vs model 'vanilla'"):
         load(pack, inflate(pack, base, temporal_type="vanilla"), path)
+    with pytest.raises(ValueError, match="temporal_placement: file 'after_feedforward' vs model 'after_self_attention'"):
+        load(pack, inflate(pack, base, temporal_placement="after_self_attention"), path)
+    with safe_open(str(path), framework="pt") as file:
+        tensors, metadata = {k: file.get_tensor(k) for k in file.keys()}, file.metadata()
+    older = path.with_name("older_format.safetensors")
+    save_file(tensors, str(older), metadata={**metadata, "ei2_format": "1"})  # gated STAM, before clipping
+    with pytest.raises(ValueError, match="saved by another version of this pack .*format 1.*tune the clip again"):
+        load(pack, inflate(pack, base), older)
     with pytest.raises(ValueError, match="needs an inflated MODEL"):
         load(pack, base, path)
     with pytest.raises(ValueError, match="already carries tuned weights"):

@@ -68,6 +68,24 @@ def test_bundled_edit_workflow_converts_to_the_recipe(object_info):
     assert texts["Edit prompt (what it should show)"] == "a cat" and texts["Source prompt (what the clip shows)"] != "a cat"
 
 
+def test_comparison_workflow_runs_each_method_with_its_papers_settings(object_info):
+    """EI²: ffam + stam, guidance 7.5. Tune-A-Video: sparse_causal + vanilla after the feed-forward, guidance 12.5."""
+    graph = to_api(json.loads((PACK_ROOT / "workflows" / "ei2_vs_tuneavideo.json").read_text()), object_info)
+
+    def upstream(key, class_type):  # follow the model links back to the first node of class_type
+        while graph[key]["class_type"] != class_type:
+            key = graph[key]["inputs"]["model"][0]
+        return graph[key]["inputs"]
+
+    samplers = [key for key, value in graph.items() if value["class_type"] == "EI2Sample"]
+    settings = {upstream(key, "EI2InflateUNet")["temporal_type"]: (upstream(key, "EI2InflateUNet"), graph[key]["inputs"])
+                for key in samplers}
+    assert set(settings) == {"stam", "vanilla"}
+    (ei2, ei2_sample), (tav, tav_sample) = settings["stam"], settings["vanilla"]
+    assert (ei2["attention_type"], ei2_sample["cfg"]) == ("ffam", 7.5)
+    assert (tav["attention_type"], tav["temporal_placement"], tav_sample["cfg"]) == ("sparse_causal", "after_feedforward", 12.5)
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_every_bundled_workflow_converts_with_all_required_inputs(object_info, path):
     graph = to_api(json.loads(path.read_text()), object_info)
