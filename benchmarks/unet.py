@@ -68,9 +68,10 @@ def _setup(device, dtype_name, width, attention, temporal):
     model = common.sd15_model(device, dtype, inference=False, model_channels=width)
     model.model.diffusion_model.requires_grad_(False)
     inflated = adapter.inflate(model, adapter.InflateOptions(attention_type=kind, coarse_stride=stride, temporal_type=temporal))
-    modules = adapter.temporal_modules(inflated)
-    if modules is not None:
-        modules.to(device)
+    import comfy.model_management  # importable once ComfyUI is
+
+    # Loading applies the inflated model's patches (its temporal modules run after each block's feed-forward).
+    comfy.model_management.load_models_gpu([inflated, *inflated.get_nested_additional_models()])
 
     def inputs(f, side):
         generator = torch.Generator().manual_seed(0)

@@ -7,7 +7,12 @@ Samples live in k-diffusion's σ-space, ``x_σ = x0 + σ·ε`` (the DDPM ``x_t``
 
 Timesteps follow the SD 1.x scheduler config that Tune-A-Video uses ("leading" spacing with
 ``steps_offset=1``: 1, 21, …, 981 for 50 steps). Both directions treat the clean latent as
-σ = 0, like diffusers' schedulers with ``set_alpha_to_one=True``.
+σ = 0, like diffusers' schedulers with ``set_alpha_to_one=True``. SD's own scheduler config says
+``set_alpha_to_one=False``: its last sampling step stops at ᾱ₀ = 1 − β₀ = 0.99915, i.e. σ₀ =
+√(β₀/ᾱ₀) ≈ 0.0292 instead of 0, and inversion starts there. The difference sits at the clean end
+(the lowest DDIM timestep, t = 1, has σ ≈ 0.0413): sampling's last step here also removes the
+remaining 0.0292·ε̂ (in σ-space, 2.9% of unit-variance noise), and inversion's first step starts
+from the clean latent itself. Ending at σ = 0 is what ComfyUI's own samplers do.
 """
 from __future__ import annotations
 
