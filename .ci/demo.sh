@@ -3,5 +3,6 @@
 # Usage: bash .ci/demo.sh [--checkpoint /path/to/sd15.safetensors] [other `python -m ei2 demo` options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source .ci/comfyui.sh
 bash .ci/setup.sh
-"${EI2_VENV:-.venv}/bin/python" -m ei2 demo "$@"
+"$EI2_VENV/bin/python" -m ei2 demo "$@"

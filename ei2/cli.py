@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import runner
-from .workflow import find_nodes, set_inputs, to_api
+from .workflow import combo_choices, find_nodes, set_inputs, to_api
 
 WORKFLOW = runner.PACK_ROOT / "workflows" / "ei2_video_edit.json"
 DEFAULT_CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
@@ -124,7 +124,7 @@ def local_checkpoint(server: runner.ComfyServer, checkpoint: str | None) -> str:
 
 
 def remote_checkpoint(object_info: dict, checkpoint: str | None, url: str) -> str:
-    available = object_info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
+    available = combo_choices(object_info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"])
     name = Path(checkpoint).name if checkpoint else DEFAULT_CHECKPOINT
     if name not in available:
         raise UsageError(f"the server {url} has no checkpoint '{name}' (it has: {', '.join(available) or 'none'}); "

@@ -7,8 +7,9 @@ and plain per-image self-attention.
 
 All variants take the already projected ``q, k, v`` of shape ``(B·F, N, heads·d)`` with the batch
 clip-major (row ``b·F + f``) and ``N = h·w`` tokens in row-major order of the latent grid, and
-run ``scaled_dot_product_attention`` without a mask; only ``"full"`` scores the whole clip
-against itself.
+run one multi-head attention without a mask per key set (``scaled_dot_product_attention``, or the
+``attention`` callable given, e.g. the backend a ComfyUI user chose); only ``"full"`` scores the
+whole clip against itself.
 """
 
 import math
@@ -22,7 +23,7 @@ COARSE_TYPES = ("avg", "stride")
 
 
 def frame_attention(
-    q, k, v, *, frames, heads, size, attention_type="ffam", coarse_stride=2, coarse_type="avg"
+    q, k, v, *, frames, heads, size, attention_type="ffam", coarse_stride=2, coarse_type="avg", attention=None
 ):
     """Multi-head attention of ``(B·F, N, heads·d)`` tokens, frames mixed by ``attention_type``.
 
@@ -34,21 +35,26 @@ def frame_attention(
     ``"sparse_causal"``: frame i attends to frames 0 and i−1 (frame 0 to itself).
     ``"full"``: every token attends to every token of the clip. ``"per_frame"``: per image.
 
+    ``attention(q, k, v, heads)`` computes multi-head attention of ``(B, Nq, heads·d)`` queries over
+    ``(B, Nk, heads·d)`` keys and values (default: ``scaled_dot_product_attention``).
+
     Clips never mix. Returns ``(B·F, N, heads·d)`` in ``q``'s dtype.
     """
     _check_arguments(q, k, v, frames, heads, size, attention_type, coarse_stride, coarse_type)
+    attend = attention or sdpa_attention
     k, v = k.to(q.dtype), v.to(q.dtype)
     if attention_type == "per_frame" or frames == 1:
         # A single frame has no other frames: every variant reduces to image self-attention.
-        return _attend(q, k, v, heads)
+        return attend(q, k, v, heads)
     if attention_type == "ffam":
-        return _ffam(q, k, v, frames=frames, heads=heads, size=size, stride=coarse_stride, coarse_type=coarse_type)
+        return _ffam(q, k, v, frames=frames, heads=heads, size=size, stride=coarse_stride, coarse_type=coarse_type,
+                     attend=attend)
     if attention_type == "sparse_causal":
         keys, values = (_first_and_former_frames(t, frames) for t in (k, v))
-        return _attend(q, keys, values, heads)
+        return attend(q, keys, values, heads)
     # "full": each clip is one long token sequence.
     q, k, v = (rearrange(t, "(b f) n c -> b (f n) c", f=frames) for t in (q, k, v))
-    return rearrange(_attend(q, k, v, heads), "b (f n) c -> (b f) n c", f=frames)
+    return rearrange(attend(q, k, v, heads), "b (f n) c -> (b f) n c", f=frames)
 
 
 def coarse_tokens(x, size, stride, coarse_type="avg"):
@@ -65,7 +71,7 @@ def coarse_tokens(x, size, stride, coarse_type="avg"):
     return rearrange(grid.reshape(*lead, *grid.shape[-3:]), "... c h w -> ... (h w) c")
 
 
-def _ffam(q, k, v, *, frames, heads, size, stride, coarse_type):
+def _ffam(q, k, v, *, frames, heads, size, stride, coarse_type, attend):
     """FFAM, a few frames at a time.
 
     Each frame needs its own key set (its fine tokens + the others' coarse ones), N + (F−1)·M
@@ -82,7 +88,7 @@ def _ffam(q, k, v, *, frames, heads, size, stride, coarse_type):
         keys, values = _fine_coarse_keys(k, v, frames=frames, size=size, stride=stride, coarse_type=coarse_type,
                                          selected=selected)
         queries = rearrange(clip_q[:, selected.start:selected.stop], "b f n c -> (b f) n c")
-        outputs.append(rearrange(_attend(queries, keys, values, heads), "(b f) n c -> b f n c", f=len(selected)))
+        outputs.append(rearrange(attend(queries, keys, values, heads), "(b f) n c -> b f n c", f=len(selected)))
     return rearrange(torch.cat(outputs, dim=1), "b f n c -> (b f) n c")
 
 
@@ -116,7 +122,8 @@ def _first_and_former_frames(x, frames):
     return rearrange(keys, "b f n c -> (b f) n c")
 
 
-def _attend(q, k, v, heads):
+def sdpa_attention(q, k, v, heads):
+    """Multi-head attention with PyTorch's ``scaled_dot_product_attention``; ``(B, N, heads·d)`` in and out."""
     q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=heads) for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v)
     return rearrange(out, "b h n d -> b n (h d)")

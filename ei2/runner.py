@@ -261,10 +261,11 @@ class ComfyServer(ComfyClient):
     own ``models`` folder plus ``root/models``. Start with :meth:`start`, always :meth:`stop`.
     """
 
-    def __init__(self, comfyui: Path, root: Path, cpu: bool = True, on_message=None):
+    def __init__(self, comfyui: Path, root: Path, cpu: bool = True, on_message=None, args=()):
         self.comfyui = Path(comfyui)
         self.root = Path(root)
         self.cpu = cpu
+        self.args = list(args)  # more ComfyUI command-line flags (e.g. --bf16-unet)
         self.port = free_port()
         super().__init__(f"http://127.0.0.1:{self.port}", on_message)
         self.log_path = self.root / "server.log"
@@ -303,7 +304,7 @@ class ComfyServer(ComfyClient):
             "--temp-directory", str(self.root / "temp"), "--user-directory", str(self.root / "user"),
             "--database-url", f"sqlite:///{self.root / 'user' / 'comfyui.db'}",
             "--extra-model-paths-config", str(config),
-        ] + (["--cpu", "--use-pytorch-cross-attention"] if self.cpu else [])
+        ] + (["--cpu", "--use-pytorch-cross-attention"] if self.cpu else []) + self.args
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._log = open(self.log_path, "w")
         self._process = subprocess.Popen(command, cwd=self.comfyui, stdout=self._log, stderr=subprocess.STDOUT,

@@ -12,10 +12,16 @@ Driven by an ``/object_info`` dict, the way ComfyUI's frontend does it, so no Co
   input of the same type straight through to the output.
 * ``Reroute`` nodes are followed; a ``PrimitiveNode`` puts its value into the widget it feeds;
   ``Note``/``MarkdownNote`` nodes are dropped.
+* Newer ComfyUI's node schema (V3): a ``COMBO`` may list its choices under ``options``; a
+  ``COMFY_DYNAMICCOMBO_V3`` is a combo whose chosen option brings widgets of its own, which follow
+  it in ``widgets_values`` and go into the graph under dotted keys (``"format": "auto",
+  "format.codec": "auto"``, as ComfyUI's ``build_nested_inputs`` reads them), nested as deep as
+  the options go. ``COMFY_AUTOGROW_V3`` and ``COMFY_MATCHTYPE_V3`` inputs are slots, filled by links.
 """
 from __future__ import annotations
 
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", DYNAMIC_COMBO}
 NOTE_TYPES = {"Note", "MarkdownNote"}
 VIRTUAL_TYPES = NOTE_TYPES | {"Reroute", "PrimitiveNode"}
 MUTED, BYPASSED = 2, 4
@@ -26,20 +32,38 @@ class WorkflowError(ValueError):
 
 
 def widget_inputs(spec: dict) -> list[tuple[str, bool]]:
-    """(name, has a control_after_generate value) for each widget input of a node, in widget order."""
+    """(name, has a control_after_generate value) for each widget input of a node, in widget order.
+
+    Only the node's own widgets: those a chosen dynamic-combo option adds depend on the values.
+    """
+    return [(name, control) for name, _, control in _widgets(spec.get("input", {}), spec.get("input_order"))]
+
+
+def _widgets(inputs: dict, order: dict | None = None) -> list[tuple[str, tuple, bool]]:
+    """(name, spec entry, has a control value) of each widget among ``inputs`` (required, then optional)."""
     widgets = []
     for section in ("required", "optional"):
-        inputs = spec.get("input", {}).get(section, {})
-        for name in spec.get("input_order", {}).get(section, list(inputs)):
-            kind, options = inputs[name][0], (inputs[name][1] if len(inputs[name]) > 1 else {}) or {}
+        entries = inputs.get(section) or {}
+        for name in (order or {}).get(section, list(entries)):
+            entry = entries[name]
+            kind, options = entry[0], (entry[1] if len(entry) > 1 else {}) or {}
             kind = "COMBO" if isinstance(kind, (list, tuple)) else kind
             if kind not in WIDGET_TYPES or options.get("forceInput"):
                 continue
             control = options.get("control_after_generate")
             if control is None:  # the frontend's default: seeds get a control widget
                 control = kind == "INT" and name in ("seed", "noise_seed")
-            widgets.append((name, bool(control) and kind in ("INT", "COMBO")))
+            widgets.append((name, entry, bool(control) and kind in ("INT", "COMBO")))
     return widgets
+
+
+def combo_choices(entry) -> list:
+    """The choices of a combo input's spec entry, old style (``[[...], {...}]``) or V3 (``["COMBO", {"options": [...]}]``)."""
+    kind = entry[0]
+    if isinstance(kind, (list, tuple)):
+        return list(kind)
+    options = (entry[1] if len(entry) > 1 else {}) or {}
+    return [option["key"] if isinstance(option, dict) else option for option in options.get("options", [])]
 
 
 def _links(workflow: dict) -> dict:
@@ -90,7 +114,7 @@ def to_api(workflow: dict, object_info: dict) -> dict:
         if node["type"] in VIRTUAL_TYPES or node.get("mode") in (MUTED, BYPASSED):
             continue
         spec = object_info[node["type"]]
-        inputs = _widget_values(node, spec)
+        inputs = widget_values(node, spec)
         for slot in node.get("inputs", []):
             delivered = source(slot.get("link"))
             if delivered is not None:
@@ -100,17 +124,33 @@ def to_api(workflow: dict, object_info: dict) -> dict:
     return graph
 
 
-def _widget_values(node: dict, spec: dict) -> dict:
+def widget_values(node: dict, spec: dict) -> dict:
+    """The node's stored widget values by input name (dotted for dynamic-combo children), links not applied."""
     values = node.get("widgets_values")
-    widgets = widget_inputs(spec)
     if isinstance(values, dict):  # some packs store widgets by name
-        return {name: values[name] for name, _ in widgets if name in values}
+        names = [name for name, _, _ in _widgets(spec.get("input", {}), spec.get("input_order"))]
+        return {name: value for name, value in values.items() if name in names or name.split(".")[0] in names}
     values, out, index = list(values or []), {}, 0
-    for name, control in widgets:
-        if index >= len(values):
-            break
-        out[name] = values[index]
-        index += 2 if control else 1
+
+    def read(inputs, order, prefix):
+        """Assign values to the widgets of ``inputs`` in order; False once the values run out."""
+        nonlocal index
+        for name, entry, control in _widgets(inputs, order):
+            if index >= len(values):
+                return False
+            key, value = prefix + name, values[index]
+            out[key] = value
+            index += 2 if control else 1
+            if entry[0] == DYNAMIC_COMBO:
+                chosen = [option for option in entry[1]["options"] if option["key"] == value]
+                if not chosen:
+                    raise WorkflowError(f"{node['type']} (node {node['id']}): {key}={value!r} is not one of "
+                                        f"{', '.join(option['key'] for option in entry[1]['options'])}.")
+                if not read(chosen[0].get("inputs", {}), None, key + "."):
+                    return False
+        return True
+
+    read(spec.get("input", {}), spec.get("input_order"), "")
     return out
 
 

@@ -152,6 +152,7 @@ def inflate(model, options: InflateOptions):
                 q, k, v, frames=frames_in(q.shape[0], extra_options), heads=extra_options["n_heads"],
                 size=(height, width), attention_type=options.attention_type,
                 coarse_stride=options.coarse_stride, coarse_type=options.coarse_type,
+                attention=_comfyui_attention(extra_options),
             )
 
         for (stage, number, index), _ in transformer_blocks(model.model.diffusion_model):
@@ -160,6 +161,21 @@ def inflate(model, options: InflateOptions):
     inflated.model_options[OPTIONS_KEY] = asdict(options)
     attach_temporal_modules(inflated, modules)
     return inflated
+
+
+def _comfyui_attention(extra_options: dict):
+    """The attention backend the user chose in ComfyUI (pytorch, xformers, sage, flash, split …), per call.
+
+    Looked up when called, so launch flags and attention-override patches apply; ``extra_options``
+    carries the transformer options (and the block's attention precision) that backend may read.
+    """
+    import comfy.ldm.modules.attention
+
+    def attention(q, k, v, heads):
+        return comfy.ldm.modules.attention.optimized_attention(
+            q, k, v, heads, attn_precision=extra_options.get("attn_precision"), transformer_options=extra_options)
+
+    return attention
 
 
 def attach_temporal_modules(model, modules: torch.nn.ModuleDict) -> None:
@@ -222,43 +238,57 @@ def query_weight_keys(model) -> list[str]:
             if ".transformer_blocks." in name and name.endswith((".attn1.to_q.weight", ".attn2.to_q.weight"))]
 
 
-@contextmanager
-def _trainable_unet(model, deltas: dict[str, torch.Tensor]):
-    """Let gradients flow through the (frozen, shared) UNet for the duration of training.
+def _use_training_copies(trainer, deltas: dict[str, torch.Tensor]) -> list:
+    """Hand every UNet op an explicit copy of its weight, made for training (plus its query delta).
 
-    Weights loaded under inference mode are inference tensors, which autograd cannot save; a
-    weight function makes ComfyUI's ops use a fresh copy instead (``cast_bias_weight`` copies when
-    one is set). ``deltas`` are added to their weights the same way. Everything set here is put
-    back on exit, and the UNet's ``requires_grad`` flags are restored.
+    Autograd then saves only these copies, never the resident parameters, however ComfyUI holds
+    them: inference tensors (what loading under inference mode makes), weights cast without a copy,
+    or streamed by dynamic VRAM. They go in as ComfyUI weight wrappers, which every kind of load
+    applies (setting ``weight_function`` by hand would not survive a dynamic load). Returns them,
+    for :func:`_remove_weight_functions`.
     """
-    diffusion_model = model.model.diffusion_model
-    modules = {f"diffusion_model.{name}": m for name, m in diffusion_model.named_modules() if hasattr(m, "weight_function")}
-    saved = {name: (m.weight_function, m.bias_function) for name, m in modules.items()}
-    frozen = [p for p in diffusion_model.parameters() if p.requires_grad]
-    try:
-        for p in frozen:
-            p.requires_grad_(False)
-        for name, m in modules.items():
-            weight_functions = [_fresh_copy]
-            if f"{name}.weight" in deltas:
-                weight_functions.append(_adding(deltas[f"{name}.weight"]))
-            m.weight_function = list(m.weight_function) + weight_functions
-            m.bias_function = list(m.bias_function) + [_fresh_copy]
-        yield
-    finally:
-        for name, (weight_functions, bias_functions) in saved.items():
-            modules[name].weight_function, modules[name].bias_function = weight_functions, bias_functions
-        with torch.inference_mode():  # weights loaded by ComfyUI are inference tensors: only settable here
-            for p in frozen:
-                p.requires_grad_(True)
+    added = []
+    for name, module in trainer.model.diffusion_model.named_modules():
+        if not hasattr(module, "weight_function"):
+            continue
+        for kind in ("weight", "bias"):
+            key = f"diffusion_model.{name}.{kind}"
+            if getattr(module, kind, None) is not None:
+                function = _adding(deltas[key]) if key in deltas else _training_copy
+                trainer.add_weight_wrapper(key, function)
+                added.append(function)
+    return added
 
 
-def _fresh_copy(weight):
-    return weight  # ComfyUI already copied it because a weight function is set
+def _training_copy(weight):
+    return weight.clone()
 
 
 def _adding(delta):
-    return lambda weight: weight + delta.to(weight.dtype)
+    return lambda weight: weight + delta.to(weight.dtype)  # a new tensor: the resident weight is not saved
+
+
+def _remove_weight_functions(diffusion_model, added: list) -> None:
+    """Take the training wrappers off the shared UNet's modules (a full load leaves them on when unloaded)."""
+    ours = {id(function) for function in added}
+    for module in diffusion_model.modules():
+        if hasattr(module, "weight_function"):
+            module.weight_function = [f for f in module.weight_function if id(f) not in ours]
+            module.bias_function = [f for f in module.bias_function if id(f) not in ours]
+
+
+@contextmanager
+def _frozen(parameters):
+    """No gradients to ``parameters`` while training; their ``requires_grad`` flags are restored afterwards."""
+    frozen = [p for p in parameters if p.requires_grad]
+    try:
+        for p in frozen:
+            p.requires_grad_(False)
+        yield
+    finally:
+        with torch.inference_mode():  # weights loaded by ComfyUI are inference tensors: only settable here
+            for p in frozen:
+                p.requires_grad_(True)
 
 
 @contextmanager
@@ -340,6 +370,7 @@ def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rat
                              "(temporal_type none). Choose train=queries or inflate with stam/vanilla.")
 
         trainer = tuned.clone()  # loaded for training only, then unloaded; never returned
+        training_copies = _use_training_copies(trainer, deltas)
         loaded = [trainer, *trainer.get_nested_additional_models()]
         comfy.model_management.load_models_gpu(loaded, force_full_load=True)
         frames = latents.shape[0]
@@ -355,18 +386,15 @@ def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rat
 
         checkpointing = _gradient_checkpointing(trainer.model.diffusion_model) if gradient_checkpointing else _no_context()
         try:
-            for p in frozen:
-                p.requires_grad_(False)
-            with _trainable_unet(trainer, deltas), checkpointing:
+            with _frozen([*trainer.model.diffusion_model.parameters(), *frozen]), checkpointing:
                 losses = one_shot_tune(
                     predict_eps, x0, trainer.model.model_sampling.sigmas, params, steps=steps,
                     learning_rate=learning_rate, seed=seed, on_step=on_step,
                     loss_scaling=device.type == "cuda" and trainer.model.get_dtype() == torch.float16)
         finally:
-            for p in frozen:
-                p.requires_grad_(True)
             for patcher in loaded:
                 _unload(patcher)
+            _remove_weight_functions(trainer.model.diffusion_model, training_copies)
         if trained:
             settle(modules)  # the tuned spectral clips hold to ~1e-4 from the first sampling step on
         info = dict(frames=frames, steps=steps, learning_rate=learning_rate, train=train, seed=seed)

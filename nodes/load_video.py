@@ -347,6 +347,13 @@ def _progress_bar(total: int):
     return comfy.utils.ProgressBar(max(1, total))
 
 
+def _stop_if_cancelled() -> None:
+    """Newer ComfyUI throttles the progress hook that used to check for cancel; check after every frame."""
+    import comfy.model_management  # lazily: only inside ComfyUI
+
+    comfy.model_management.throw_exception_if_processing_interrupted()
+
+
 def load_video_frames(name: str, frame_load_cap: int = 0, skip_first_frames: int = 0, select_every_nth: int = 1,
                       width: int = 0, height: int = 0, resize: str = "crop") -> tuple[torch.Tensor, int, float]:
     """Decode the selected frames of ``name``: (IMAGE [F, H, W, 3] float32 0..1 RGB, F, fps / select_every_nth)."""
@@ -391,6 +398,7 @@ def load_video_frames(name: str, frame_load_cap: int = 0, skip_first_frames: int
                     _check_memory_while_decoding(len(kept) + 1, plan.final, header_total)
                 kept.append(np.ascontiguousarray(resize_frame(frame, plan)))
             progress.update_absolute(decoded, max(progress.total, decoded))
+            _stop_if_cancelled()
     finally:
         capture.release()
 

@@ -71,7 +71,8 @@ def test_stock_graph_runs_on_the_server(comfy_server, tiny_checkpoint):
         assert pixels.shape == (64, 64, 3)
         assert np.isfinite(pixels).all() and pixels.std() > 1.0
     progress = comfy_server.messages_for(prompt_id, "progress")
-    assert [m["data"]["value"] for m in progress if m["data"]["node"] == "5"] == [1, 2, 3, 4]
+    values = [m["data"]["value"] for m in progress if m["data"]["node"] == "5"]
+    assert values[-1] == 4 and values == sorted(set(values))  # to the total; throttled in newer ComfyUI
     assert comfy_server.messages_for(prompt_id, "execution_success")
 
 

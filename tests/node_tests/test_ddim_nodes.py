@@ -120,7 +120,7 @@ def test_eta_noise_follows_the_seed(pack, video_model):
     assert not torch.allclose(noisy[0], deterministic[0])
 
 
-def test_progress_and_cancel_during_sampling(pack, video_model):
+def test_progress_reaches_the_total_and_cancel_stops_within_a_step(pack, video_model):
     import comfy.model_management
     import comfy.utils
 
@@ -129,18 +129,28 @@ def test_progress_and_cancel_during_sampling(pack, video_model):
 
     def hook(value, total, preview, **kwargs):
         seen.append((value, total))
-        if value == 4:
-            comfy.model_management.interrupt_current_processing(True)
         comfy.model_management.throw_exception_if_processing_interrupted()  # what the server's hook does
 
+    counting, evaluations = video_model.clone(), []
+
+    def cancel_during_step_4(apply_model, args):
+        evaluations.append(1)
+        if len(evaluations) == 4:  # the user presses cancel while the 4th model evaluation runs
+            comfy.model_management.interrupt_current_processing(True)
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    counting.set_model_unet_function_wrapper(cancel_during_step_4)
     comfy.utils.set_progress_bar_global_hook(hook)
     try:
+        sample(pack, video_model, inverted, steps=10)
+        assert seen[-1] == (10, 10)  # the first and last updates arrive even where the hook is throttled
         with pytest.raises(comfy.model_management.InterruptProcessingException):
-            sample(pack, video_model, inverted, steps=10)
+            sample(pack, counting, inverted, steps=10)
     finally:
         comfy.utils.set_progress_bar_global_hook(None)
         comfy.model_management.interrupt_current_processing(False)
-    assert seen == [(1, 10), (2, 10), (3, 10), (4, 10)]
+    # 0.3.75 stops in the progress hook after step 4; newer ComfyUI at the first op of step 5.
+    assert len(evaluations) in (4, 5)
     assert torch.isfinite(sample(pack, video_model, inverted, steps=10)["samples"]).all()
 
 

@@ -158,6 +158,31 @@ def test_temporal_module_runs_where_it_is_placed(comfyui, pack, node, model, pla
         assert torch.equal(seen["out"], seen["norm2_in"])  # cross-attention sees the temporal module's output
 
 
+@pytest.mark.parametrize("attention_type", ["ffam", "sparse_causal", "full"])
+def test_frame_attention_runs_on_the_users_comfyui_attention_backend(comfyui, pack, node, model, monkeypatch,
+                                                                     attention_type):
+    """Inside ComfyUI the frame attention goes through ``optimized_attention`` (the backend picked at launch);
+    on this CPU that is PyTorch's SDPA, so the result equals the core's own SDPA path."""
+    import comfy.ldm.modules.attention as comfy_attention
+
+    inflated = inflate(node, model, attention_type=attention_type, temporal_type="none")
+    with monkeypatch.context() as patch:
+        patch.setattr(pack.nodes.adapter, "_comfyui_attention", lambda extra_options: None)  # the core's SDPA
+        core = ksample(comfyui, inflated, latent_of())
+    shapes = []
+    original = comfy_attention.optimized_attention
+
+    def recording(q, k, v, heads, *args, **kwargs):
+        shapes.append((q.shape[1], k.shape[1]))
+        return original(q, k, v, heads, *args, **kwargs)
+
+    monkeypatch.setattr(comfy_attention, "optimized_attention", recording)
+    through_comfyui = ksample(comfyui, inflated, latent_of())
+    # Cross-attention (attn2) always has the prompt's 77 keys; any other key set is the frame attention's.
+    assert any(keys != 77 for _, keys in shapes)
+    torch.testing.assert_close(through_comfyui, core, atol=1e-5, rtol=1e-5)
+
+
 def test_stam_at_init_with_per_frame_equals_the_image_model(comfyui, node, model):
     image = ksample(comfyui, model, latent_of())
     video = ksample(comfyui, inflate(node, model, attention_type="per_frame", temporal_type="stam"), latent_of())

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ei2.runner import PACK_ROOT
-from ei2.workflow import WorkflowError, set_inputs, to_api, widget_inputs
+from ei2.workflow import WorkflowError, combo_choices, set_inputs, to_api, widget_inputs
 
 WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
 
@@ -92,6 +92,49 @@ def test_every_bundled_workflow_converts_with_all_required_inputs(object_info, p
     for key, value in graph.items():
         required = object_info[value["class_type"]]["input"].get("required", {})
         assert set(required) <= set(value["inputs"]), (path.name, key, value)
+
+
+def dynamic_combo(options: dict) -> tuple:
+    """A V3 dynamic combo spec: option key -> the inputs (required) that option brings."""
+    return ("COMFY_DYNAMICCOMBO_V3", {"options": [{"key": key, "inputs": {"required": inputs}}
+                                                 for key, inputs in options.items()]})
+
+
+def test_dynamic_combos_expand_into_dotted_keys_as_deep_as_the_chosen_options_go():
+    encoding = dynamic_combo({"auto": {}, "re-encode": {"crf": ("FLOAT", {"default": 23.0}),
+                                                        "color_space": ("COMBO", {"options": ["auto", "sRGB"]})}})
+    codec = dynamic_combo({"auto": {}, "h264": {"encoding": encoding}})
+    spec = {"input": {"required": {"video": ("VIDEO",), "filename_prefix": ("STRING", {}),
+                                   "format": dynamic_combo({"auto": {"codec": codec}, "webm": {}}),
+                                   "seed": ("INT", {})}},
+            "input_order": {"required": ["video", "filename_prefix", "format", "seed"]}, "output": []}
+    info = {"SaveVideo": spec}
+
+    def convert(*widgets):
+        return to_api({"nodes": [node(1, "SaveVideo", list(widgets))], "links": []}, info)["1"]["inputs"]
+
+    assert convert("clip", "auto", "auto", 7, "fixed") == {
+        "filename_prefix": "clip", "format": "auto", "format.codec": "auto", "seed": 7}
+    assert convert("clip", "auto", "h264", "re-encode", 18.0, "sRGB", 7, "fixed") == {
+        "filename_prefix": "clip", "format": "auto", "format.codec": "h264", "format.codec.encoding": "re-encode",
+        "format.codec.encoding.crf": 18.0, "format.codec.encoding.color_space": "sRGB", "seed": 7}
+    assert convert("clip", "webm", 3, "fixed") == {"filename_prefix": "clip", "format": "webm", "seed": 3}
+    with pytest.raises(WorkflowError, match=r"SaveVideo \(node 1\): format.codec='vp9' is not one of auto, h264"):
+        convert("clip", "auto", "vp9")
+
+
+def test_combo_choices_read_old_and_v3_combo_specs():
+    assert combo_choices([["a.safetensors", "b.safetensors"], {}]) == ["a.safetensors", "b.safetensors"]
+    assert combo_choices(["COMBO", {"options": ["a.safetensors", "b.safetensors"]}]) == ["a.safetensors", "b.safetensors"]
+    assert combo_choices(["COMBO", {}]) == []
+
+
+def test_save_video_converts_on_this_comfyui(object_info):
+    """0.3.75: format and codec are plain combos; newer ComfyUI: codec is nested under the dynamic combo format."""
+    graph = to_api(json.loads((PACK_ROOT / "workflows" / "ei2_video_edit.json").read_text()), object_info)
+    inputs = next(value["inputs"] for value in graph.values() if value["class_type"] == "SaveVideo")
+    nested = object_info["SaveVideo"]["input"]["required"]["format"][0] == "COMFY_DYNAMICCOMBO_V3"
+    assert inputs["format"] == "auto" and inputs["format.codec" if nested else "codec"] == "auto"
 
 
 def test_reroute_primitive_bypass_and_mute(object_info):
