@@ -49,11 +49,8 @@ _COMFY = None
 
 
 def comfyui(device: str = "cpu"):
-    """ComfyUI imported into this process (once) and this pack loaded: ``(comfy namespace, pack)``.
-
-    The harness imports ComfyUI with ``--cpu``; on CUDA that flag is cleared again before
-    ``comfy.model_management`` is imported.
-    """
+    """ComfyUI imported into this process (once) and this pack loaded: ``(comfy namespace, pack)``;
+    with ``--cpu`` unless the device is CUDA."""
     global _COMFY
     if _COMFY is None:
         find_comfyui, import_comfyui, load_pack = _harness()
@@ -61,26 +58,9 @@ def comfyui(device: str = "cpu"):
         dirs = [root / name for name in ("output", "input", "temp")]
         for folder in dirs:
             folder.mkdir()
-        path = find_comfyui()
-        namespace = _import_keeping_gpu(import_comfyui, path, dirs) if device == "cuda" else import_comfyui(path, *dirs)
+        namespace = import_comfyui(find_comfyui(), *dirs, cpu=device != "cuda")
         _COMFY = namespace, load_pack(namespace.nodes)
     return _COMFY
-
-
-def _import_keeping_gpu(import_comfyui, path, dirs):
-    """Import ComfyUI with the harness, which sets ``args.cpu = True``; that one assignment is ignored."""
-    import argparse
-
-    original = argparse.Namespace.__setattr__
-
-    def setattr_(self, name, value):
-        original(self, name, False if name == "cpu" else value)
-
-    argparse.Namespace.__setattr__ = setattr_
-    try:
-        return import_comfyui(path, *dirs)
-    finally:
-        argparse.Namespace.__setattr__ = original
 
 
 def init_weights_fast(module, seed: int, gain: float = 0.5) -> None:

@@ -34,16 +34,20 @@ def plan(quick: bool, device: str):
     return [(c, n, f) for c, n in tokens for f in frames], (64, 128, 8), notes
 
 
-def _alternating(steps: dict, repeats: int, device: str):
-    """Median seconds of each step, calling them in turn so that noise falls on all alike."""
+def _alternating(steps: dict, repeats: int, device: str, before: dict | None = None):
+    """Median seconds of each step, calling them in turn so that noise falls on all alike;
+    ``before[name]()`` runs untimed before each call of that step."""
     import statistics
     import time
 
+    prepare = before or {}
     seconds = {name: [] for name in steps}
-    for step in steps.values():  # warm-up
+    for name, step in steps.items():  # warm-up
+        prepare.get(name, lambda: None)()
         step()
     for _ in range(repeats):
         for name, step in steps.items():
+            prepare.get(name, lambda: None)()
             common.sync(device)
             start = time.perf_counter()
             step()
@@ -90,21 +94,21 @@ def measure_unet(device, dtype_name, width, resolution, frames, repeats):
     x = torch.randn(frames, 4, resolution // 8, resolution // 8, generator=generator).to(device, dtype)
     context = torch.randn(1, 77, 768, generator=generator).to(device, dtype).expand(frames, -1, -1)
     sigma = torch.full((frames,), 3.0, device=device)
-    steps = {}
+    steps, loads = {}, {}
     for temporal in TEMPORALS:
         inflated = adapter.inflate(model, adapter.InflateOptions(attention_type="ffam", temporal_type=temporal))
+        # Loading swaps this model's temporal modules in (ComfyUI object patches): untimed, not a cost of the step.
+        loads[temporal] = lambda inflated=inflated: comfy.model_management.load_models_gpu(
+            [inflated, *inflated.get_nested_additional_models()])
 
         def step(inflated=inflated):
-            # Loading swaps in this model's temporal modules (ComfyUI object patches); not a cost of the step,
-            # but cheap next to it on one device.
-            comfy.model_management.load_models_gpu([inflated, *inflated.get_nested_additional_models()])
             options = {**inflated.model_options["transformer_options"], "cond_or_uncond": [0]}
             out = inflated.model.apply_model(x.detach().requires_grad_(True), sigma, c_crossattn=context,
                                              transformer_options=options)
             out.float().square().mean().backward()
 
         steps[temporal] = step
-    return _alternating(steps, repeats, device)
+    return _alternating(steps, repeats, device, before=loads)
 
 
 def run(device="cpu", dtype="float32", quick=False, repeats=None, log=print):

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from . import cli, runner
+from .workflow import WorkflowError
 
 DEMO_SOURCE = "a red square moving across a colour gradient"
 DEMO_PROMPT = "a yellow ball moving across a sunset sky"
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
                 frames=args.frames, size=args.size, steps=args.steps, tune_steps=args.tune_steps, cfg=args.cfg,
                 out=args.out, server=args.server)
         cli.run_edit(settings)
-    except (cli.UsageError, runner.ComfyUINotFound) as error:
+    except (cli.UsageError, runner.ComfyUINotFound, WorkflowError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except runner.PromptFailed as error:

@@ -239,6 +239,10 @@ def tiny_checkpoint(comfyui: Path, path: Path = runner.CACHE_DIR / TINY_CHECKPOI
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(runner.PACK_ROOT), os.environ.get("PYTHONPATH", "")])}
-        subprocess.run([sys.executable, "-m", "ei2.tiny_checkpoint", str(comfyui), str(path)],
-                       check=True, cwd=runner.PACK_ROOT, env=env)
+        try:
+            subprocess.run([sys.executable, "-m", "ei2.tiny_checkpoint", str(comfyui), str(path)],
+                           check=True, cwd=runner.PACK_ROOT, env=env)
+        except subprocess.CalledProcessError as error:
+            raise RuntimeError(f"building the tiny demo checkpoint failed (exit {error.returncode}, output above); "
+                               "pass --checkpoint /path/to/an/sd15.safetensors instead.") from None
     return path

@@ -489,6 +489,9 @@ def apply_tuned_state(model, tensors: dict[str, torch.Tensor], metadata: dict[st
         # A warning, not an error: applying tuned weights to a fine-tune of the same base is legitimate.
         logging.warning("EI²: %s was tuned on another base model; the result may differ from the tuned one.", source)
 
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise ValueError(f"{source} holds NaN or infinite values ({sorted(broken)[:3]}); it is damaged: tune again.")
     loaded = model.clone()
     with torch.inference_mode(False):
         modules = _copy_of_temporal_modules(model)
@@ -499,10 +502,12 @@ def apply_tuned_state(model, tensors: dict[str, torch.Tensor], metadata: dict[st
                              f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}).")
         attach_temporal_modules(loaded, modules)
     deltas = {k[len("delta."):]: v for k, v in tensors.items() if k.startswith("delta.")}
-    shapes = dict(model.model.named_parameters())
-    wrong = [k for k, v in deltas.items() if k not in shapes or shapes[k].shape != v.shape]
+    shapes, queries = dict(model.model.named_parameters()), set(query_weight_keys(model))
+    wrong = [k for k, v in deltas.items() if k not in queries or shapes[k].shape != v.shape]
     if wrong:
-        raise ValueError(f"{source} holds query weights this UNet does not have ({wrong[:3]}); was it made for another model?")
+        # Tuning only ever changes the attn1/attn2 query projections of this UNet.
+        raise ValueError(f"{source} holds weights that are not this UNet's tuned query projections ({sorted(wrong)[:3]}); "
+                         "was it made for another model?")
     info = {k: json.loads(metadata[k]) for k in ("frames", "steps", "learning_rate", "train", "seed") if k in metadata}
     set_query_deltas(loaded, deltas, info)
     return loaded

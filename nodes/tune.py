@@ -29,7 +29,7 @@ class EI2OneShotTune:
             "conditioning": ("CONDITIONING", {"tooltip": "The source prompt: what the clip shows now (CLIPTextEncode)."}),
             "steps": ("INT", {"default": 500, "min": 0, "max": 10000, "tooltip":
                 "Training steps (Tune-A-Video: 500). 0 returns the model unchanged."}),
-            "learning_rate": ("FLOAT", {"default": 3e-5, "min": 0.0, "max": 1e-2, "step": 1e-6, "round": False,
+            "learning_rate": ("FLOAT", {"default": 3e-5, "min": 1e-8, "max": 1e-2, "step": 1e-6, "round": False,
                                         "tooltip": "AdamW learning rate (Tune-A-Video: 3e-5)."}),
             "train": (TRAIN_SETS, {"default": "temporal_and_queries", "tooltip":
                 "What is tuned. temporal_and_queries (Tune-A-Video's choice): the temporal modules and the "

@@ -104,3 +104,34 @@ def test_edit_starts_its_own_comfyui_with_a_checkpoint_file(comfyui_path, tiny_c
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Starting ComfyUI from" in result.stdout
     assert_video(out)
+
+
+def test_a_workflow_the_converter_cannot_read_is_one_line_exit_2(monkeypatch, capsys):
+    from ei2 import __main__ as entry
+    from ei2 import cli
+    from ei2.workflow import WorkflowError
+
+    def broken(settings):
+        raise WorkflowError("unknown node types: NoSuchNode (node 3); install the custom nodes that provide them.")
+
+    monkeypatch.setattr(cli, "run_edit", broken)
+    assert entry.main(["edit", "--video", "x.mp4", "--source-prompt", "a", "--prompt", "b"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: unknown node types: NoSuchNode (node 3); install the custom nodes that provide them."
+
+
+def test_a_failed_tiny_checkpoint_build_is_an_error_line_not_a_traceback(monkeypatch, tmp_path, comfyui_path, capsys):
+    from ei2 import __main__ as entry
+    from ei2 import cli
+
+    def failing(command, **kwargs):
+        raise subprocess.CalledProcessError(3, command)
+
+    monkeypatch.setattr(cli.subprocess, "run", failing)
+    with pytest.raises(RuntimeError, match=r"building the tiny demo checkpoint failed \(exit 3.*pass --checkpoint"):
+        cli.tiny_checkpoint(comfyui_path, tmp_path / "tiny.safetensors")
+    real = cli.tiny_checkpoint  # the demo builds it at a fresh path, with the build failing
+    monkeypatch.setattr(cli, "tiny_checkpoint", lambda comfyui: real(comfyui, tmp_path / "tiny.safetensors"))
+    assert entry.main(["demo"]) == 1
+    err = capsys.readouterr().err
+    assert "error: building the tiny demo checkpoint failed" in err and "Traceback" not in err

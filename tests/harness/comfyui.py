@@ -13,8 +13,8 @@ from types import SimpleNamespace
 from ei2.runner import CACHE_DIR, PACK_ROOT, PINNED_VERSION, find_comfyui  # noqa: F401  (re-exported)
 
 
-def import_comfyui(path: Path, output_dir: Path, input_dir: Path, temp_dir: Path) -> SimpleNamespace:
-    """Import ComfyUI into this process with ``--cpu --use-pytorch-cross-attention``.
+def import_comfyui(path: Path, output_dir: Path, input_dir: Path, temp_dir: Path, cpu: bool = True) -> SimpleNamespace:
+    """Import ComfyUI into this process with ``--cpu --use-pytorch-cross-attention`` (``cpu=False``: neither).
 
     Returns the imported modules. Only the first call imports; ComfyUI keeps global state, so a
     process holds one ComfyUI.
@@ -27,8 +27,8 @@ def import_comfyui(path: Path, output_dir: Path, input_dir: Path, temp_dir: Path
     from comfy.cli_args import args
 
     # Must be set before comfy.model_management / attention are imported: they read args once.
-    args.cpu = True
-    args.use_pytorch_cross_attention = True
+    args.cpu = cpu
+    args.use_pytorch_cross_attention = cpu
     import folder_paths
 
     folder_paths.set_output_directory(str(output_dir))

@@ -60,6 +60,7 @@ def test_registered_with_tooltips(pack):
     inputs = pack.NODE_CLASS_MAPPINGS["EI2OneShotTune"].INPUT_TYPES()["required"]
     assert list(inputs) == ["model", "latent", "conditioning", *TUNE]
     assert inputs["steps"][1]["default"] == 500 and inputs["learning_rate"][1]["default"] == 3e-5
+    assert inputs["learning_rate"][1]["min"] > 0  # the core refuses lr <= 0: the widget must not offer it
     assert inputs["train"][1]["default"] == "temporal_and_queries" and inputs["gradient_checkpointing"][1]["default"]
     assert all(spec.get("tooltip") for _, spec in inputs.values())
 

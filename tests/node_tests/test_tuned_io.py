@@ -109,6 +109,14 @@ def test_mismatches_are_explained(pack, base, caplog):
         load(pack, inflate(pack, base), older)
     with pytest.raises(ValueError, match="needs an inflated MODEL"):
         load(pack, base, path)
+    query = next(k for k in tensors if k.endswith("attn1.to_q.weight"))
+    for name, changed in [("not_a_query", {query.replace("to_q", "to_k"): tensors[query].clone()}),  # same shape, not tunable
+                          ("nan", {query: torch.full_like(tensors[query], float("nan"))})]:
+        save_file({**tensors, **changed}, str(path.with_name(f"{name}.safetensors")), metadata=metadata)
+    with pytest.raises(ValueError, match=r"not this UNet's tuned query projections \(\['diffusion_model\..*attn1\.to_k"):
+        load(pack, inflate(pack, base), path.with_name("not_a_query.safetensors"))
+    with pytest.raises(ValueError, match="holds NaN or infinite values .*attn1.to_q.weight.*tune again"):
+        load(pack, inflate(pack, base), path.with_name("nan.safetensors"))
     with pytest.raises(ValueError, match="already carries tuned weights"):
         load(pack, load(pack, inflate(pack, base), path), path)
     with pytest.raises(ValueError, match="no tuned weights to save"):
