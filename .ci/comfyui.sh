@@ -9,3 +9,8 @@ case "$EI2_COMFYUI" in
     *) echo "EI2_COMFYUI=$EI2_COMFYUI: choose 0.3.75 or 0.33.0 (or point COMFYUI_PATH at any ComfyUI)" >&2; exit 2 ;;
 esac
 export EI2_COMFYUI EI2_VENV
+
+# After setup.sh: point the pack's tools at the ComfyUI that was set up (unless the caller chose one).
+use_comfyui() {
+    export COMFYUI_PATH="${COMFYUI_PATH:-$(cat "$EI2_VENV/comfyui-path")}"
+}

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source .ci/comfyui.sh
 bash .ci/setup.sh
-export COMFYUI_PATH="${COMFYUI_PATH:-$(cat "$EI2_VENV/comfyui-path")}"
+use_comfyui
 echo "Testing against the ComfyUI in $COMFYUI_PATH"
 # The browser tests drive Debian's Chromium (never a downloaded browser).
 if [ ! -x /usr/bin/chromium ]; then
