@@ -22,7 +22,7 @@ HEADS = 8
 TEMPORALS = ("stam", "vanilla")
 
 
-def plan(quick: bool, device: str):
+def plan(device: str):
     """(module configs (C, tokens, F), UNet (width, resolution, F), notes)."""
     frames = (8, 24)
     if device == "cuda":  # the token count of each SD 1.5 level at 512²
@@ -113,7 +113,7 @@ def measure_unet(device, dtype_name, width, resolution, frames, repeats):
 
 def run(device="cpu", dtype="float32", quick=False, repeats=None, log=print):
     repeats = repeats or (5 if quick else 9)
-    module_configs, (width, resolution, frames), notes = plan(quick, device)
+    module_configs, (width, resolution, frames), notes = plan(device)
     modules = common.run_isolated(measure_modules, device, dtype, module_configs, repeats)
     for config, times in modules.items():
         log(f"  temporal module C={config[0]} N={config[1]} F={config[2]}: {times}")

@@ -70,8 +70,9 @@ class SpectrallyClippedLinear(nn.Linear):
 
 
 def _unit_or(vector, fallback):
-    norm = vector.norm()
-    return torch.where(norm > torch.finfo(vector.dtype).tiny, vector / norm.clamp_min(torch.finfo(vector.dtype).tiny), fallback)
+    """``vector`` scaled to unit length, or ``fallback`` where it is zero (no host sync: ``torch.where``)."""
+    norm, tiny = vector.norm(), torch.finfo(vector.dtype).tiny
+    return torch.where(norm > tiny, vector / norm.clamp_min(tiny), fallback)
 
 
 @torch.no_grad()
