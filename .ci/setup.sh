@@ -7,7 +7,12 @@ cd "$(dirname "$0")/.."
 source .ci/comfyui.sh
 venv="$EI2_VENV"
 version="$EI2_COMFYUI"
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+if [ ! -x "$venv/bin/python" ]; then
+    # A venv with torch takes about 7 GB; say so up front rather than fail half-installed.
+    free_gb=$(df -Pk . | awk 'NR == 2 { print int($4 / 1048576) }')
+    [ "$free_gb" -ge 9 ] || { echo "setting up $venv needs about 9 GB free disk here; only ${free_gb} GB is" >&2; exit 1; }
+    python3 -m venv "$venv"
+fi
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 
 # torch first: this pair loads beside ComfyUI here (both wheels lie on local disk); nothing after may replace it.
