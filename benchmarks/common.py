@@ -39,7 +39,7 @@ SD15_UNET = dict(
 def _harness():
     """``find_comfyui, import_comfyui, load_pack`` from wherever the runner lives now."""
     try:
-        from ei2.runner import find_comfyui, import_comfyui, load_pack  # type: ignore[attr-defined]
+        from ei2.cli.runner import find_comfyui, import_comfyui, load_pack  # type: ignore[attr-defined]
     except ImportError:
         from harness.comfyui import find_comfyui, import_comfyui, load_pack
     return find_comfyui, import_comfyui, load_pack

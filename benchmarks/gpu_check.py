@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ei2 import cli, runner  # noqa: E402
+from ei2.cli import edit as cli, runner  # noqa: E402
 
 
 def configurations(device: str, comfyui: Path) -> list[tuple[str, list[str]]]:

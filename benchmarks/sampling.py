@@ -30,13 +30,13 @@ def measure(device, dtype_name, width, resolution, frames, repeats):
     ksampler = comfy.nodes.NODE_CLASS_MAPPINGS["KSampler"]()
     ei2_sample = pack.NODE_CLASS_MAPPINGS["EI2Sample"]()
     image = common.sd15_model(device, getattr(torch, dtype_name), model_channels=width)
-    video = adapter.inflate(image, adapter.InflateOptions(attention_type="ffam", coarse_stride=2, temporal_type="stam"))
+    video = adapter.patching.inflate(image, adapter.patching.InflateOptions(attention_type="ffam", coarse_stride=2, temporal_type="stam"))
     positive, negative = common.random_conditioning(1), common.random_conditioning(2)
     noise = torch.randn(frames, 4, resolution // 8, resolution // 8, generator=torch.Generator().manual_seed(0))
     # EI2Sample takes EI2DDIMInvert's LATENT; the inversion record is written here so that timing covers
     # the sampling step only (same 1-step schedule).
-    sigmas = adapter.ddim_sigmas(video.get_model_object("model_sampling").sigmas, 1).flip(0).float()
-    inverted = {"samples": noise, adapter.INVERSION_KEY: {"steps": 1, "frames": frames, "sigma": float(sigmas[-1]),
+    sigmas = adapter.sampling.ddim_sigmas(video.get_model_object("model_sampling").sigmas, 1).flip(0).float()
+    inverted = {"samples": noise, adapter.sampling.INVERSION_KEY: {"steps": 1, "frames": frames, "sigma": float(sigmas[-1]),
                                                           "tuned_frames": None}}
     latent = {"samples": torch.zeros_like(noise)}
 

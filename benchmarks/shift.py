@@ -14,7 +14,7 @@ Here, with :mod:`ei2.diagnostics`:
   modules are exact identities), so the shift is the temporal modules' own; the image model's
   numbers are given too;
 * models: ffam + {stam, vanilla} × temporal_placement {after_feedforward, after_self_attention},
-  each tuned by ``adapter.tune`` at Tune-A-Video's settings (AdamW lr 3e-5, 500 steps, weight decay
+  each tuned by ``adapter.training.tune`` at Tune-A-Video's settings (AdamW lr 3e-5, 500 steps, weight decay
   1e-2, clip 1.0), train=temporal (only the temporal modules move, so the shift is theirs), same
   clip, prompt and seed. Fit = drop of the ε-MSE on fixed draws of the training clip and prompt;
   shorter runs with the same seed are exact prefixes of the 500-step run (no schedule, same draws),
@@ -63,7 +63,7 @@ def measure(device, width, resolution, frames, checkpoints):
 
     adapter = pack.nodes.adapter
     image = common.sd15_model(device, torch.float32, model_channels=width)
-    blocks = {adapter.block_name(b[:2], b[2]): m for b, m in adapter.transformer_blocks(image.model.diffusion_model)}
+    blocks = {adapter.patching.block_name(b[:2], b[2]): m for b, m in adapter.patching.transformer_blocks(image.model.diffusion_model)}
     clip = moving_clip(frames, resolution // 8)
     x0 = image.model.process_latent_in(clip.clone())
     sigmas = image.get_model_object("model_sampling").sigmas
@@ -97,7 +97,7 @@ def measure(device, width, resolution, frames, checkpoints):
                                    / sigmas[t] - noise.to(device)) ** 2).item() for t, noise in fit_draws) / len(fit_draws)
 
     def inflate(temporal, placement):
-        return adapter.inflate(image, adapter.InflateOptions(temporal_type=temporal, temporal_placement=placement))
+        return adapter.patching.inflate(image, adapter.patching.InflateOptions(temporal_type=temporal, temporal_placement=placement))
 
     image_stats = probe(image)
     reference_model = inflate("stam", PLACEMENTS[0])  # the frame attention alone: STAM starts as the identity
@@ -109,7 +109,7 @@ def measure(device, width, resolution, frames, checkpoints):
             stats = probe(untuned)
             curve = [(0, start_loss - loss(untuned), shift(reference, stats), shift(image_stats, stats))]
             for steps in checkpoints:
-                tuned, _ = adapter.tune(untuned, clip, training_prompt, steps=steps, learning_rate=LEARNING_RATE,
+                tuned, _ = adapter.training.tune(untuned, clip, training_prompt, steps=steps, learning_rate=LEARNING_RATE,
                                         train="temporal", seed=0, gradient_checkpointing=False)
                 stats = probe(tuned)
                 curve.append((steps, start_loss - loss(tuned), shift(reference, stats), shift(image_stats, stats)))
@@ -141,7 +141,7 @@ def run(device="cpu", quick=False, log=print):
         log(f"  shift {key}: {curve}")
 
     lines = [f"SD1.5-shaped UNet (random weights), model_channels={width}, {len(names)} transformer blocks, ffam s=2; "
-             f"clip: {frames} frames at {resolution}² (synthetic moving latent texture). Tuning: adapter.tune, "
+             f"clip: {frames} frames at {resolution}² (synthetic moving latent texture). Tuning: adapter.training.tune, "
              f"train=temporal, AdamW lr {LEARNING_RATE:g}, {STEPS} steps, weight decay 1e-2, clip 1.0 (Tune-A-Video's "
              f"budget), seed 0; checkpoints {checkpoints} are exact prefixes of the {STEPS}-step run. Held-out inputs: "
              f"the clip noised at t ∈ {PROBE_TIMESTEPS} × {len(HELD_OUT_SEEDS)} random conditionings. Fit = drop of "

@@ -96,7 +96,7 @@ def measure_unet(device, dtype_name, width, resolution, frames, repeats):
     sigma = torch.full((frames,), 3.0, device=device)
     steps, loads = {}, {}
     for temporal in TEMPORALS:
-        inflated = adapter.inflate(model, adapter.InflateOptions(attention_type="ffam", temporal_type=temporal))
+        inflated = adapter.patching.inflate(model, adapter.patching.InflateOptions(attention_type="ffam", temporal_type=temporal))
         # Loading swaps this model's temporal modules in (ComfyUI object patches): untimed, not a cost of the step.
         loads[temporal] = lambda inflated=inflated: comfy.model_management.load_models_gpu(
             [inflated, *inflated.get_nested_additional_models()])

@@ -2,7 +2,7 @@
 
     python -m benchmarks.tuning [--device cpu|cuda] [--quick]
 
-The pack's own ``adapter.tune`` (the code behind EI2OneShotTune) on an inflated SD1.5-shaped UNet
+The pack's own ``adapter.training.tune`` (the code behind EI2OneShotTune) on an inflated SD1.5-shaped UNet
 (ffam s=2 + STAM, train = temporal_and_queries, Tune-A-Video's learning rate 3e-5) for one clip of
 F ∈ {8, 24} frames. Each configuration runs in a fresh process: the first step (optimizer state,
 warm-up) is excluded, the later steps' median is reported, and the peak memory covers the whole
@@ -29,7 +29,7 @@ def measure(device, dtype_name, width, resolution, frames, checkpointing, steps)
     comfy, pack = common.comfyui(device)
     adapter = pack.nodes.adapter
     model = common.sd15_model(device, getattr(torch, dtype_name), model_channels=width)
-    video = adapter.inflate(model, adapter.InflateOptions(attention_type="ffam", coarse_stride=2, temporal_type="stam"))
+    video = adapter.patching.inflate(model, adapter.patching.InflateOptions(attention_type="ffam", coarse_stride=2, temporal_type="stam"))
     latents = torch.randn(frames, 4, resolution // 8, resolution // 8, generator=torch.Generator().manual_seed(0))
     stamps = []
 
@@ -39,7 +39,7 @@ def measure(device, dtype_name, width, resolution, frames, checkpointing, steps)
 
     with common.PeakMemory(device) as memory:
         start = time.perf_counter()
-        adapter.tune(video, latents, common.random_conditioning(0), steps=steps, learning_rate=3e-5,
+        adapter.training.tune(video, latents, common.random_conditioning(0), steps=steps, learning_rate=3e-5,
                      train="temporal_and_queries", seed=0, gradient_checkpointing=checkpointing, on_step=on_step)
     per_step = [b - a for a, b in zip(stamps, stamps[1:])] or [stamps[0] - start]
     return statistics.median(per_step), memory.peak
@@ -56,7 +56,7 @@ def run(device="cpu", dtype="float32", quick=False, log=print):
             results[frames, checkpointing] = common.run_isolated(measure, device, dtype, width, resolution, frames,
                                                                  checkpointing, steps)
             log(f"  tuning F={frames} checkpointing={checkpointing}: {results[frames, checkpointing]}")
-    lines = [f"adapter.tune (EI2OneShotTune) on an SD1.5-shaped UNet, model_channels={width}, {resolution}², {dtype}, "
+    lines = [f"adapter.training.tune (EI2OneShotTune) on an SD1.5-shaped UNet, model_channels={width}, {resolution}², {dtype}, "
              f"ffam s=2 + STAM, train=temporal_and_queries; {steps} steps per run, the first excluded "
              "(median of the rest); peak memory over the whole call; each run in a fresh process.", ""]
     if device != "cuda":

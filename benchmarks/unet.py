@@ -67,7 +67,7 @@ def _setup(device, dtype_name, width, attention, temporal):
     kind, stride = ATTENTION[attention]
     model = common.sd15_model(device, dtype, inference=False, model_channels=width)
     model.model.diffusion_model.requires_grad_(False)
-    inflated = adapter.inflate(model, adapter.InflateOptions(attention_type=kind, coarse_stride=stride, temporal_type=temporal))
+    inflated = adapter.patching.inflate(model, adapter.patching.InflateOptions(attention_type=kind, coarse_stride=stride, temporal_type=temporal))
     import comfy.model_management  # importable once ComfyUI is
 
     # Loading applies the inflated model's patches (its temporal modules run after each block's feed-forward).

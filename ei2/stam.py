@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .spectral import SpectrallyClippedLinear
-from .temporal import FrameSequenceAttention
+from .frame_sequence import FrameSequenceAttention
 
 CENTERING_TYPES = ("frames", "channels")
 MAPPING_TYPES = ("spectral", "none")

@@ -1,9 +1,9 @@
 """EI2DDIMInvert and EI2Sample: invert the source clip to noise, then sample the edit from it."""
 from __future__ import annotations
 
-from . import adapter
+from .adapter import sampling
 
-STEPS = ("INT", {"default": 50, "min": 1, "max": adapter.MAX_DDIM_STEPS, "tooltip":
+STEPS = ("INT", {"default": 50, "min": 1, "max": sampling.MAX_DDIM_STEPS, "tooltip":
                  "DDIM steps (Tune-A-Video: 50). Use the same number for EI2DDIMInvert and EI2Sample."})
 
 
@@ -28,7 +28,7 @@ class EI2DDIMInvert:
         }}
 
     def invert(self, model, latent, conditioning, steps):
-        return (adapter.invert(model, latent, conditioning, steps),)
+        return (sampling.invert(model, latent, conditioning, steps),)
 
 
 class EI2Sample:
@@ -58,7 +58,7 @@ class EI2Sample:
         }}
 
     def sample(self, model, positive, negative, latent, steps, cfg, eta, seed):
-        return (adapter.sample(model, positive, negative, latent, steps=steps, cfg=cfg, eta=eta, seed=seed),)
+        return (sampling.sample(model, positive, negative, latent, steps=steps, cfg=cfg, eta=eta, seed=seed),)
 
 
 NODE_CLASS_MAPPINGS = {"EI2DDIMInvert": EI2DDIMInvert, "EI2Sample": EI2Sample}

@@ -6,7 +6,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..ei2.tuning import TRAIN_SETS, LossNotFinite
-from . import adapter
+from .adapter import training
+from .adapter.runtime import Progress
 
 
 class EI2OneShotTune:
@@ -42,28 +43,17 @@ class EI2OneShotTune:
         }}
 
     def tune(self, model, latent, conditioning, steps, learning_rate, train, seed, gradient_checkpointing):
-        import comfy.model_management
-        import comfy.utils
-        from tqdm.auto import tqdm
-
-        progress = comfy.utils.ProgressBar(steps)
-        console = tqdm(total=steps, desc="EI² tuning", disable=steps == 0)
-
-        def on_step(step, loss):
-            console.set_postfix(loss=f"{loss:.4f}", refresh=False)
-            console.update(1)
-            progress.update(1)
-            comfy.model_management.throw_exception_if_processing_interrupted()
-
+        progress = Progress(steps, console="EI² tuning")
         try:
-            tuned, losses = adapter.tune(
+            tuned, losses = training.tune(
                 model, latent["samples"], conditioning, steps=steps, learning_rate=learning_rate, train=train,
-                seed=seed, gradient_checkpointing=gradient_checkpointing, on_step=on_step)
+                seed=seed, gradient_checkpointing=gradient_checkpointing,
+                on_step=lambda step, loss: progress.step(loss=f"{loss:.4f}"))
         except LossNotFinite as error:
             raise ValueError(f"Tuning stopped: {error}. Lower learning_rate (e.g. 1e-5) and check that the LATENT "
                              "comes from VAEEncode of the source frames. The input MODEL is unchanged.") from None
         finally:
-            console.close()
+            progress.close()
         return tuned, loss_plot(losses)
 
 

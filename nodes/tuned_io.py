@@ -7,20 +7,8 @@ learning rate). They are written to ``output/ei2_tuned/`` and listed from there 
 """
 from __future__ import annotations
 
-import os
-
-from . import adapter
-
-FOLDER = "ei2_tuned"
-
-
-def register_folder() -> None:
-    """Make ``ei2_tuned`` a model folder: models/ei2_tuned and output/ei2_tuned."""
-    import folder_paths
-
-    if FOLDER not in folder_paths.folder_names_and_paths:
-        folder_paths.folder_names_and_paths[FOLDER] = ([os.path.join(folder_paths.models_dir, FOLDER)], {".safetensors"})
-    folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.get_output_directory(), FOLDER))
+from .adapter import tuned_state
+from .adapter.tuned_state import FOLDER
 
 
 class EI2SaveTuned:
@@ -39,15 +27,7 @@ class EI2SaveTuned:
         }}
 
     def save(self, model, filename_prefix):
-        import folder_paths
-        from safetensors.torch import save_file
-
-        tensors, metadata = adapter.tuned_state(model)
-        output = folder_paths.get_output_directory()
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output)
-        filename = f"{name}_{counter:05}_.safetensors"
-        save_file(tensors, os.path.join(folder, filename), metadata=metadata)
-        return {"ui": {"text": [os.path.join(subfolder, filename)]}}
+        return {"ui": {"text": [tuned_state.save(model, filename_prefix)]}}
 
 
 class EI2LoadTuned:
@@ -60,25 +40,14 @@ class EI2LoadTuned:
 
     @classmethod
     def INPUT_TYPES(cls):
-        import folder_paths
-
-        register_folder()
         return {"required": {
             "model": ("MODEL", {"tooltip": "The video model from EI2InflateUNet, with the options used when tuning."}),
-            "tuned_weights": (folder_paths.get_filename_list(FOLDER), {"tooltip":
+            "tuned_weights": (tuned_state.saved_files(), {"tooltip":
                 f"A file saved by EI2SaveTuned (from output/{FOLDER} or models/{FOLDER})."}),
         }}
 
     def load(self, model, tuned_weights):
-        import folder_paths
-        from safetensors import safe_open
-
-        register_folder()
-        path = folder_paths.get_full_path_or_raise(FOLDER, tuned_weights)
-        with safe_open(path, framework="pt") as file:
-            metadata = file.metadata() or {}
-            tensors = {key: file.get_tensor(key) for key in file.keys()}
-        return (adapter.apply_tuned_state(model, tensors, metadata, source=tuned_weights),)
+        return (tuned_state.load(model, tuned_weights),)
 
 
 NODE_CLASS_MAPPINGS = {"EI2SaveTuned": EI2SaveTuned, "EI2LoadTuned": EI2LoadTuned}

@@ -12,8 +12,8 @@ import os
 import pytest
 from playwright.sync_api import sync_playwright
 
-from ei2.runner import PACK_ROOT
-from ei2.workflow import VIRTUAL_TYPES, combo_choices, to_api, widget_values
+from ei2.cli.runner import PACK_ROOT
+from ei2.cli.workflow import VIRTUAL_TYPES, combo_choices, to_api, widget_values
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +111,7 @@ def test_frontend_loads_the_workflow_with_every_node_and_value(page, object_info
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_the_converter_builds_the_graph_the_frontend_queues(page, object_info, path):
-    """ei2.workflow.to_api (the CLI's converter) against the frontend's own graphToPrompt, on this ComfyUI."""
+    """ei2.cli.workflow.to_api (the CLI's converter) against the frontend's own graphToPrompt, on this ComfyUI."""
     workflow = json.loads(path.read_text())
     drop(page, workflow, path.name)
     queued = page.evaluate("async () => (await app.graphToPrompt()).output")

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from ei2.stam import STAM
-from ei2.temporal import TEMPORAL_TYPES, VanillaTemporalAttention, make_temporal
+from ei2.temporal import TEMPORAL_TYPES, make_temporal
+from ei2.vanilla import VanillaTemporalAttention
 
 CHANNELS, HEADS = 16, 4
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ei2.runner import PACK_ROOT
+from ei2.cli.runner import PACK_ROOT
 from harness.clips import write_clip
 
 SMALL = ["--frames", "2", "--size", "64", "--steps", "2", "--tune-steps", "1"]
@@ -107,9 +107,9 @@ def test_edit_starts_its_own_comfyui_with_a_checkpoint_file(comfyui_path, tiny_c
 
 
 def test_a_workflow_the_converter_cannot_read_is_one_line_exit_2(monkeypatch, capsys):
-    from ei2 import __main__ as entry
-    from ei2 import cli
-    from ei2.workflow import WorkflowError
+    from ei2.cli import main as entry
+    from ei2.cli import edit as cli
+    from ei2.cli.workflow import WorkflowError
 
     def broken(settings):
         raise WorkflowError("unknown node types: NoSuchNode (node 3); install the custom nodes that provide them.")
@@ -121,8 +121,8 @@ def test_a_workflow_the_converter_cannot_read_is_one_line_exit_2(monkeypatch, ca
 
 
 def test_a_failed_tiny_checkpoint_build_is_an_error_line_not_a_traceback(monkeypatch, tmp_path, comfyui_path, capsys):
-    from ei2 import __main__ as entry
-    from ei2 import cli
+    from ei2.cli import main as entry
+    from ei2.cli import edit as cli
 
     def failing(command, **kwargs):
         raise subprocess.CalledProcessError(3, command)

@@ -1,4 +1,4 @@
-"""Every bundled workflow, converted by ei2.workflow from the live /object_info, runs on the real server."""
+"""Every bundled workflow, converted by ei2.cli.workflow from the live /object_info, runs on the real server."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ei2.runner import PACK_ROOT
-from ei2.workflow import find_nodes, set_inputs, to_api
+from ei2.cli.runner import PACK_ROOT
+from ei2.cli.workflow import find_nodes, set_inputs, to_api
 from harness.clips import write_clip
 
 pytestmark = pytest.mark.slow

@@ -1,11 +1,11 @@
-"""Test models: the tiny SD1.5-shaped checkpoint (built by ``ei2.tiny_checkpoint``, shared with the demo)
+"""Test models: the tiny SD1.5-shaped checkpoint (built by ``ei2.cli.tiny_checkpoint``, shared with the demo)
 and a small in-memory SD1.x MODEL. ComfyUI must already be imported (the ``comfyui`` fixture does it).
 """
 from __future__ import annotations
 
 import torch
 
-from ei2.tiny_checkpoint import SEED, SD_VAE, TINY_UNET, build_state_dict, init_weights, tiny_unet, write_checkpoint  # noqa: F401
+from ei2.cli.tiny_checkpoint import SEED, SD_VAE, TINY_UNET, build_state_dict, init_weights, tiny_unet, write_checkpoint  # noqa: F401
 
 
 def small_sd15_model(seed: int = SEED, **unet_overrides):

@@ -1,6 +1,6 @@
 """Import a real ComfyUI in-process, the way ComfyUI itself starts.
 
-Which ComfyUI (``find_comfyui``) is decided in ``ei2.runner``, shared with the CLI.
+Which ComfyUI (``find_comfyui``) is decided in ``ei2.cli.runner``, shared with the CLI.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from ei2.runner import CACHE_DIR, PACK_ROOT, PINNED_VERSION, find_comfyui  # noqa: F401  (re-exported)
+from ei2.cli.runner import CACHE_DIR, PACK_ROOT, PINNED_VERSION, find_comfyui  # noqa: F401  (re-exported)
 
 
 def import_comfyui(path: Path, output_dir: Path, input_dir: Path, temp_dir: Path, cpu: bool = True) -> SimpleNamespace:

@@ -114,7 +114,7 @@ def test_input_model_is_untouched(comfyui, pack, node, model, placement):
     before_sample = ksample(comfyui, model, latent_of())
 
     inflated = inflate(node, model, attention_type="per_frame", temporal_type="stam", temporal_placement=placement)
-    open_output_maps(pack.nodes.adapter.temporal_modules(inflated))
+    open_output_maps(pack.nodes.adapter.patching.temporal_modules(inflated))
     # Sample the output too: loading it must not leak into the input (its temporal modules really run).
     assert not torch.allclose(ksample(comfyui, inflated, latent_of()), before_sample)
 
@@ -130,9 +130,9 @@ def test_temporal_module_runs_where_it_is_placed(comfyui, pack, node, model, pla
     """after_feedforward: on the block's output (Tune-A-Video); after_self_attention: before cross-attention."""
     adapter = pack.nodes.adapter
     inflated = inflate(node, model, temporal_placement=placement)
-    modules = adapter.temporal_modules(inflated)
+    modules = adapter.patching.temporal_modules(inflated)
     open_output_maps(modules)
-    _, block = adapter.named_transformer_blocks(inflated)["input_1_0"]
+    _, block = adapter.patching.named_transformer_blocks(inflated)["input_1_0"]
     seen = {}
 
     def keep(key, value):  # returns None: the hooks change nothing
@@ -167,7 +167,7 @@ def test_frame_attention_runs_on_the_users_comfyui_attention_backend(comfyui, pa
 
     inflated = inflate(node, model, attention_type=attention_type, temporal_type="none")
     with monkeypatch.context() as patch:
-        patch.setattr(pack.nodes.adapter, "_comfyui_attention", lambda extra_options: None)  # the core's SDPA
+        patch.setattr(pack.nodes.adapter.patching, "_comfyui_attention", lambda extra_options: None)  # the core's SDPA
         core = ksample(comfyui, inflated, latent_of())
     shapes = []
     original = comfy_attention.optimized_attention
@@ -241,15 +241,15 @@ def test_temporal_modules_are_fp32_named_and_managed(comfyui, pack, node, model)
 
     adapter = pack.nodes.adapter
     inflated = inflate(node, model, temporal_type="stam", seed=3)
-    modules = adapter.temporal_modules(inflated)
+    modules = adapter.patching.temporal_modules(inflated)
     blocks = [m for m in model.model.diffusion_model.modules() if isinstance(m, BasicTransformerBlock)]
     assert len(modules) == len(blocks)
     assert set(modules) == {"input_1_0", "input_3_0", "middle_0_0", "output_0_0", "output_1_0", "output_2_0", "output_3_0"}
     for param in modules.parameters():
         assert param.dtype == torch.float32 and param.requires_grad and not param.is_inference()
     assert inflated.get_additional_models()[0].model is modules  # loaded/offloaded with the UNet
-    same_seed = adapter.temporal_modules(inflate(node, model, temporal_type="stam", seed=3))
-    other_seed = adapter.temporal_modules(inflate(node, model, temporal_type="stam", seed=4))
+    same_seed = adapter.patching.temporal_modules(inflate(node, model, temporal_type="stam", seed=3))
+    other_seed = adapter.patching.temporal_modules(inflate(node, model, temporal_type="stam", seed=4))
     flat = lambda m: torch.cat([p.flatten() for p in m.parameters()])  # noqa: E731
     assert torch.equal(flat(modules), flat(same_seed))
     assert not torch.equal(flat(modules), flat(other_seed))
@@ -262,7 +262,7 @@ def test_temporal_modules_compute_in_fp32_inside_a_half_precision_unet(comfyui, 
     half.model.manual_cast_dtype = None
     node = pack.NODE_CLASS_MAPPINGS["EI2InflateUNet"]()
     inflated = inflate(node, half)
-    modules = pack.nodes.adapter.temporal_modules(inflated)
+    modules = pack.nodes.adapter.patching.temporal_modules(inflated)
     assert all(p.dtype == torch.float32 for p in modules.parameters())
     x = torch.randn(2 * FRAMES, 16, 32, dtype=torch.bfloat16)
     out = modules["input_1_0"](x, FRAMES)
@@ -304,6 +304,6 @@ def test_bad_options_are_refused_before_patching(node, model):
 
 def test_batch_that_does_not_split_into_clips_is_a_clear_error(pack):
     with pytest.raises(ValueError, match="a batch of 7 latents does not split into 2 equal clips"):
-        pack.nodes.adapter.frames_in(7, {"cond_or_uncond": [1, 0]})
-    assert pack.nodes.adapter.frames_in(8, {"cond_or_uncond": [1, 0]}) == 4
-    assert pack.nodes.adapter.frames_in(3, {}) == 3  # direct calls without a sampler: one clip
+        pack.nodes.adapter.patching.frames_in(7, {"cond_or_uncond": [1, 0]})
+    assert pack.nodes.adapter.patching.frames_in(8, {"cond_or_uncond": [1, 0]}) == 4
+    assert pack.nodes.adapter.patching.frames_in(3, {}) == 3  # direct calls without a sampler: one clip

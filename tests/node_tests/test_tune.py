@@ -36,7 +36,7 @@ def run(tuner, model, latent=None, conditioning=None, **options):
 
 
 def temporal_state(pack, model):
-    modules = pack.nodes.adapter.temporal_modules(model)
+    modules = pack.nodes.adapter.patching.temporal_modules(model)
     return {k: v.detach().clone() for k, v in modules.state_dict().items()}
 
 
@@ -88,7 +88,7 @@ def held_out_loss(model, latent, conditioning, draws=8) -> float:
 
 def test_tuning_lowers_the_loss(tuner, inflated, pack):
     losses = {}
-    original = pack.nodes.adapter.one_shot_tune
+    original = pack.nodes.adapter.training.one_shot_tune
 
     def recording(*args, **kwargs):
         losses[kwargs["learning_rate"]] = original(*args, **kwargs)
@@ -96,7 +96,7 @@ def test_tuning_lowers_the_loss(tuner, inflated, pack):
 
     conditioning = random_conditioning(5)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pack.nodes.adapter, "one_shot_tune", recording)
+        patch.setattr(pack.nodes.adapter.training, "one_shot_tune", recording)
         tuned, plot = run(tuner, inflated, conditioning=conditioning, steps=20, learning_rate=3e-3)
         run(tuner, inflated, conditioning=conditioning, steps=20, learning_rate=1e-12)  # control: same draws, no learning
     tuned_losses, control = losses[3e-3], losses[1e-12]
@@ -110,7 +110,7 @@ def test_tuning_lowers_the_loss(tuner, inflated, pack):
 def test_exactly_the_selected_parameters_change(tuner, inflated, pack):
     adapter = pack.nodes.adapter
     before_temporal, before_unet = temporal_state(pack, inflated), unet_state(inflated)
-    query_keys = set(adapter.query_weight_keys(inflated))
+    query_keys = set(adapter.patching.query_weight_keys(inflated))
     assert len(query_keys) == 14  # attn1 + attn2 of the 7 transformer blocks
 
     for train, temporal_changes, patched in [("temporal_and_queries", True, query_keys),
@@ -120,7 +120,7 @@ def test_exactly_the_selected_parameters_change(tuner, inflated, pack):
         changed = {k for k in after if not torch.equal(after[k], before_temporal[k])}
         assert changed == (set(after) if temporal_changes else set()), train
         # No gradient outlives the run, on trained or untrained (train=queries) modules alike.
-        assert all(p.grad is None for p in adapter.temporal_modules(tuned).parameters()), train
+        assert all(p.grad is None for p in adapter.patching.temporal_modules(tuned).parameters()), train
         assert set(tuned.patches) == patched, train
         for key in patched:
             assert tuned.patches[key][0][1][0].abs().max() > 0, key  # a real, non-zero delta
@@ -132,11 +132,11 @@ def test_input_model_is_untouched_and_the_unet_left_clean(tuner, inflated, pack)
     before_temporal = temporal_state(pack, inflated)
     before_options, before_patches = copy.deepcopy(inflated.model_options), dict(inflated.patches)
     tuned, _ = run(tuner, inflated)
-    assert pack.nodes.adapter.temporal_modules(tuned) is not pack.nodes.adapter.temporal_modules(inflated)
+    assert pack.nodes.adapter.patching.temporal_modules(tuned) is not pack.nodes.adapter.patching.temporal_modules(inflated)
     assert all(torch.equal(v, before_temporal[k]) for k, v in temporal_state(pack, inflated).items())
     assert inflated.model_options == before_options and dict(inflated.patches) == before_patches
     assert_unet_clean(inflated)
-    for param in pack.nodes.adapter.temporal_modules(tuned).parameters():
+    for param in pack.nodes.adapter.patching.temporal_modules(tuned).parameters():
         assert param.grad is None
 
 
@@ -180,7 +180,7 @@ def test_tuned_spectral_clips_hold_from_the_first_sampling_step(tuner, inflated,
     """Tuning ends by settling the norm estimates: the clipped weights' exact norms are ≤ 1 (to 1e-4)."""
     tuned, _ = run(tuner, inflated, learning_rate=3e-2)
     norms = [torch.linalg.matrix_norm(layer.clipped_weight().detach().double(), ord=2).item()
-             for module in pack.nodes.adapter.temporal_modules(tuned).values() for layer in (module.to_v, module.to_out)]
+             for module in pack.nodes.adapter.patching.temporal_modules(tuned).values() for layer in (module.to_v, module.to_out)]
     assert max(norms) <= 1 + 1e-4
     assert max(norms) > 0.99  # the value maps sit at the clip: the check is not met by small weights
 
@@ -224,8 +224,8 @@ def test_progress_reaches_the_total(tuner, inflated):
 def test_cancel_stops_within_a_step_and_the_next_run_works(comfyui, tuner, inflated, pack, monkeypatch):
     import comfy.model_management
 
-    adapter, done = pack.nodes.adapter, []
-    original = adapter.one_shot_tune
+    training, done = pack.nodes.adapter.training, []
+    original = training.one_shot_tune
 
     def cancelled_during_step_3(*args, on_step, **kwargs):
         def step(index, loss):
@@ -235,7 +235,7 @@ def test_cancel_stops_within_a_step_and_the_next_run_works(comfyui, tuner, infla
             on_step(index, loss)
         return original(*args, on_step=step, **kwargs)
 
-    monkeypatch.setattr(adapter, "one_shot_tune", cancelled_during_step_3)
+    monkeypatch.setattr(training, "one_shot_tune", cancelled_during_step_3)
     try:
         with pytest.raises(comfy.model_management.InterruptProcessingException):
             run(tuner, inflated, steps=50)
@@ -243,7 +243,7 @@ def test_cancel_stops_within_a_step_and_the_next_run_works(comfyui, tuner, infla
         comfy.model_management.interrupt_current_processing(False)
     assert done == [1, 2, 3]
     assert_unet_clean(inflated)
-    monkeypatch.setattr(adapter, "one_shot_tune", original)
+    monkeypatch.setattr(training, "one_shot_tune", original)
     tuned, _ = run(tuner, inflated)
     assert tuned.patches
 
@@ -261,7 +261,7 @@ def test_repeated_runs_do_not_pile_up_loaded_models(comfyui, tuner, inflated):
 def test_zero_steps_returns_an_unchanged_clone(tuner, inflated, pack):
     tuned, plot = run(tuner, inflated, steps=0)
     assert tuned is not inflated and not tuned.patches
-    assert pack.nodes.adapter.temporal_modules(tuned) is pack.nodes.adapter.temporal_modules(inflated)
+    assert pack.nodes.adapter.patching.temporal_modules(tuned) is pack.nodes.adapter.patching.temporal_modules(inflated)
     assert plot.shape == (1, 256, 512, 3)
 
 

@@ -1,4 +1,4 @@
-"""UI → API conversion (ei2.workflow) against node specs taken from the real, in-process ComfyUI."""
+"""UI → API conversion (ei2.cli.workflow) against node specs taken from the real, in-process ComfyUI."""
 from __future__ import annotations
 
 import asyncio
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from ei2.runner import PACK_ROOT
-from ei2.workflow import WorkflowError, combo_choices, set_inputs, to_api, widget_inputs
+from ei2.cli.runner import PACK_ROOT
+from ei2.cli.workflow import WorkflowError, combo_choices, set_inputs, to_api, widget_inputs
 
 WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 # abspath, not resolve: a pack symlinked into custom_nodes still finds that ComfyUI.
-PACK_ROOT = Path(os.path.abspath(__file__)).parents[1]
+PACK_ROOT = Path(os.path.abspath(__file__)).parents[2]
 PACK_DIR_NAME = "ei2-comfyui"
 PINNED_VERSION = "0.3.75"
 CACHE_DIR = Path(os.environ.get("EI2_TEST_CACHE", Path.home() / ".cache" / "ei2-comfyui"))

@@ -3,7 +3,7 @@
 It only proves the pipeline runs: the weights are random, so the "edit" is noise shaped by the clip.
 
 Needs ComfyUI's modules (``comfy``), so import it only in a process that has ComfyUI on ``sys.path``;
-``python -m ei2.tiny_checkpoint COMFYUI_DIR OUT.safetensors`` builds the file in a fresh process.
+``python -m ei2.cli.tiny_checkpoint COMFYUI_DIR OUT.safetensors`` builds the file in a fresh process.
 
 ComfyUI recognises SD1.5 by ``model_channels=320`` and ``context_dim=768`` (plus no linear
 transformer projections, no ADM input), not by depth, so a UNet with two levels, one res block and

@@ -1,7 +1,7 @@
 """``python -m ei2 edit`` / ``demo``: run the bundled ``ei2_video_edit.json`` on a real ComfyUI, headlessly.
 
 Without ``--server`` a ComfyUI is started as a subprocess in a temporary folder (found like
-``ei2.runner.find_comfyui``); with it, the clip is uploaded to that server and the result downloaded.
+``ei2.cli.runner.find_comfyui``); with it, the clip is uploaded to that server and the result downloaded.
 Users' mistakes end with one line on stderr and exit code 2; a node failing in ComfyUI, with the
 node, its message and exit code 1.
 """
@@ -240,7 +240,7 @@ def tiny_checkpoint(comfyui: Path, path: Path = runner.CACHE_DIR / TINY_CHECKPOI
         path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(runner.PACK_ROOT), os.environ.get("PYTHONPATH", "")])}
         try:
-            subprocess.run([sys.executable, "-m", "ei2.tiny_checkpoint", str(comfyui), str(path)],
+            subprocess.run([sys.executable, "-m", "ei2.cli.tiny_checkpoint", str(comfyui), str(path)],
                            check=True, cwd=runner.PACK_ROOT, env=env)
         except subprocess.CalledProcessError as error:
             raise RuntimeError(f"building the tiny demo checkpoint failed (exit {error.returncode}, output above); "
