@@ -25,25 +25,11 @@ for _path in (ROOT, ROOT / "tests"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-SD15_UNET = dict(
-    image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=[2, 2, 2, 2],
-    channel_mult=[1, 2, 4, 4], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
-    transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], transformer_depth_middle=1,
-    num_heads=8, num_head_channels=-1, context_dim=768, use_linear_in_transformer=False,
-    use_spatial_transformer=True, legacy=False, adm_in_channels=None,
-)
-
+from harness import checkpoint  # noqa: E402  (needs the path above)
+from harness.checkpoint import random_conditioning  # noqa: E402,F401  (the benchmarks' prompts)
+from harness.comfyui import find_comfyui, import_comfyui, load_pack  # noqa: E402
 
 # --- ComfyUI in-process ----------------------------------------------------------------------------
-
-def _harness():
-    """``find_comfyui, import_comfyui, load_pack`` from wherever the runner lives now."""
-    try:
-        from ei2.cli.runner import find_comfyui, import_comfyui, load_pack  # type: ignore[attr-defined]
-    except ImportError:
-        from harness.comfyui import find_comfyui, import_comfyui, load_pack
-    return find_comfyui, import_comfyui, load_pack
-
 
 _COMFY = None
 
@@ -53,7 +39,6 @@ def comfyui(device: str = "cpu"):
     with ``--cpu`` unless the device is CUDA."""
     global _COMFY
     if _COMFY is None:
-        find_comfyui, import_comfyui, load_pack = _harness()
         root = Path(tempfile.mkdtemp(prefix="ei2-bench-"))
         dirs = [root / name for name in ("output", "input", "temp")]
         for folder in dirs:
@@ -63,54 +48,12 @@ def comfyui(device: str = "cpu"):
     return _COMFY
 
 
-def init_weights_fast(module, seed: int, gain: float = 0.5) -> None:
-    """Random weights in place (fan-in scaled normals, norms at 1/0): cheap for an 860 M-parameter UNet."""
-    import torch
-
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    with torch.no_grad():
-        for sub in module.modules():
-            kind = type(sub).__name__
-            for name, param in sub.named_parameters(recurse=False):
-                if "Norm" in kind:
-                    param.fill_(1.0 if name == "weight" else 0.0)
-                elif name == "bias":
-                    param.zero_()
-                elif param.dim() >= 2 and kind != "Embedding":
-                    param.copy_(torch.randn(param.shape, generator=generator) * (gain / math.sqrt(math.prod(param.shape[1:]))))
-                else:
-                    param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
-
-
 def sd15_model(device: str = "cpu", dtype=None, seed: int = 0, inference: bool = True, **unet_overrides):
-    """An SD1.5-shaped MODEL (ModelPatcher) with random weights; ComfyUI must be imported.
-
-    ``inference=True`` builds it under inference mode, as ComfyUI loads checkpoints (the nodes and
-    tuning expect that); ``False`` gives ordinary tensors for a plain autograd benchmark.
-    """
+    """An SD1.5-shaped MODEL with random weights (``harness.checkpoint.sd15_model``); ComfyUI must be imported."""
     import torch
 
-    import comfy.model_base
-    import comfy.model_patcher
-    import comfy.supported_models
-
-    dtype = dtype or torch.float32
-    config = comfy.supported_models.SD15({**SD15_UNET, **unet_overrides})
-    config.set_inference_dtype(dtype, None)
-    with torch.inference_mode(inference):
-        model = comfy.model_base.BaseModel(config, device=torch.device("cpu"))
-        init_weights_fast(model.diffusion_model, seed)
-        model.diffusion_model.to(device=device, dtype=dtype)
-    model.eval()
-    torch_device = torch.device(device)
-    return comfy.model_patcher.ModelPatcher(model, load_device=torch_device, offload_device=torch_device)
-
-
-def random_conditioning(seed: int, tokens: int = 77, width: int = 768):
-    import torch
-
-    embedding = torch.randn(1, tokens, width, generator=torch.Generator().manual_seed(seed))
-    return [[embedding, {"pooled_output": None}]]
+    return checkpoint.sd15_model({**checkpoint.SD15_UNET, **unet_overrides}, seed, device=device,
+                                 dtype=dtype or torch.float32, inference=inference)
 
 
 # --- timing and memory -----------------------------------------------------------------------------

@@ -22,12 +22,17 @@ from pathlib import Path
 import torch
 
 SEED = 20230527
-TINY_UNET = dict(
-    image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=[1, 1],
-    channel_mult=[1, 2], transformer_depth=[1, 1], transformer_depth_output=[1, 1, 1, 1],
-    transformer_depth_middle=1, num_heads=8, num_head_channels=-1, context_dim=768,
-    use_linear_in_transformer=False, use_spatial_transformer=True, legacy=False, adm_in_channels=None,
+# Stable Diffusion 1.5's UNet as ComfyUI configures it (the benchmarks build it at full size).
+SD15_UNET = dict(
+    image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=[2, 2, 2, 2],
+    channel_mult=[1, 2, 4, 4], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+    transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], transformer_depth_middle=1,
+    num_heads=8, num_head_channels=-1, context_dim=768, use_linear_in_transformer=False,
+    use_spatial_transformer=True, legacy=False, adm_in_channels=None,
 )
+# Two levels with one res block and one transformer each: still detected as SD1.5 (see above).
+TINY_UNET = {**SD15_UNET, "num_res_blocks": [1, 1], "channel_mult": [1, 2], "transformer_depth": [1, 1],
+             "transformer_depth_output": [1, 1, 1, 1]}
 SD_VAE = dict(double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=128,
               ch_mult=[1, 2, 4, 4], num_res_blocks=2, attn_resolutions=[], dropout=0.0)
 
@@ -40,24 +45,30 @@ def tiny_unet(**overrides):
     return UNetModel(**{**TINY_UNET, **overrides}, device="meta", operations=comfy.ops.disable_weight_init)
 
 
+def random_parameter(module: torch.nn.Module, name: str, shape, generator: torch.Generator, gain: float = 0.5):
+    """The value one parameter of ``module`` gets: fan-in scaled normals, norms at weight 1 / bias 0."""
+    kind = type(module).__name__
+    if "Norm" in kind:
+        return torch.ones(shape) if name == "weight" else torch.zeros(shape)
+    if name == "bias":
+        return torch.zeros(shape)
+    if len(shape) >= 2 and kind != "Embedding":
+        return torch.randn(shape, generator=generator) * (gain / math.sqrt(math.prod(shape[1:])))
+    return torch.randn(shape, generator=generator) * 0.02  # embeddings, free-standing vectors
+
+
 def init_weights(module: torch.nn.Module, generator: torch.Generator, gain: float = 0.5) -> dict:
-    """Deterministic values for every parameter of ``module`` (which may live on meta)."""
-    state = {}
-    for module_name, sub in module.named_modules():
-        for name, param in sub.named_parameters(recurse=False):
-            key = f"{module_name}.{name}" if module_name else name
-            kind = type(sub).__name__
-            if "Norm" in kind:
-                value = torch.ones(param.shape) if name == "weight" else torch.zeros(param.shape)
-            elif name == "bias":
-                value = torch.zeros(param.shape)
-            elif param.dim() >= 2 and kind != "Embedding":
-                fan_in = math.prod(param.shape[1:])
-                value = torch.randn(param.shape, generator=generator) * (gain / math.sqrt(fan_in))
-            else:  # embeddings, free-standing vectors
-                value = torch.randn(param.shape, generator=generator) * 0.02
-            state[key] = value
-    return state
+    """Deterministic values for every parameter of ``module`` (which may live on meta), as a state dict."""
+    return {f"{module_name}.{name}" if module_name else name: random_parameter(sub, name, param.shape, generator, gain)
+            for module_name, sub in module.named_modules() for name, param in sub.named_parameters(recurse=False)}
+
+
+def fill_weights_(module: torch.nn.Module, generator: torch.Generator, gain: float = 0.5) -> None:
+    """The values of :func:`init_weights`, written in place one tensor at a time (cheap at full SD size)."""
+    with torch.no_grad():
+        for sub in module.modules():
+            for name, param in sub.named_parameters(recurse=False):
+                param.copy_(random_parameter(sub, name, param.shape, generator, gain))
 
 
 def build_state_dict(seed: int = SEED) -> dict:

@@ -1,31 +1,38 @@
-"""Test models: the tiny SD1.5-shaped checkpoint (built by ``ei2.cli.tiny_checkpoint``, shared with the demo)
-and a small in-memory SD1.x MODEL. ComfyUI must already be imported (the ``comfyui`` fixture does it).
+"""Test models: the tiny SD1.5-shaped checkpoint (built by ``ei2.cli.tiny_checkpoint``, shared with the demo),
+SD1.x MODELs with random weights built in memory (tests and benchmarks), and random prompts.
+ComfyUI must already be imported (the ``comfyui`` fixture does it).
 """
 from __future__ import annotations
 
 import torch
 
-from ei2.cli.tiny_checkpoint import SEED, SD_VAE, TINY_UNET, build_state_dict, init_weights, tiny_unet, write_checkpoint  # noqa: F401
+from ei2.cli.tiny_checkpoint import SD15_UNET, SEED, TINY_UNET, fill_weights_, write_checkpoint  # noqa: F401
 
 
-def small_sd15_model(seed: int = SEED, **unet_overrides):
-    """A fast SD1.x-structured MODEL (ModelPatcher) for in-process tests: 32 base channels, CPU, fp32.
+def sd15_model(unet: dict, seed: int = SEED, *, device: str = "cpu", dtype=torch.float32, inference: bool = True):
+    """An SD1.x-structured MODEL (ModelPatcher) with the UNet config ``unet`` and seeded random weights.
 
-    It carries ComfyUI's SD15 model config and inference-tensor weights, so nodes treat it exactly like a
-    loaded SD 1.5 checkpoint.
+    It carries ComfyUI's SD15 model config, so nodes treat it as a loaded SD 1.5 checkpoint.
+    ``inference=True`` builds it under inference mode, as ComfyUI loads checkpoints (the weights are
+    then inference tensors); ``False`` gives ordinary tensors for a plain autograd benchmark.
     """
     import comfy.model_base
     import comfy.model_patcher
     import comfy.supported_models
 
-    config = comfy.supported_models.SD15({**TINY_UNET, "model_channels": 32, **unet_overrides})
-    # Built under inference mode, as ComfyUI loads checkpoints: the weights are inference tensors.
-    with torch.inference_mode():
+    config = comfy.supported_models.SD15(dict(unet))
+    config.set_inference_dtype(dtype, None)
+    with torch.inference_mode(inference):
         model = comfy.model_base.BaseModel(config, device=torch.device("cpu"))
-        state = init_weights(model.diffusion_model, torch.Generator().manual_seed(seed))
-        model.diffusion_model.load_state_dict(state)
+        fill_weights_(model.diffusion_model, torch.Generator().manual_seed(seed))
+        model.diffusion_model.to(device=device, dtype=dtype)
     model.eval()
-    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device(device), offload_device=torch.device(device))
+
+
+def small_sd15_model(seed: int = SEED, **unet_overrides):
+    """A fast SD1.x MODEL for in-process tests: the tiny checkpoint's UNet at 32 base channels, CPU, fp32."""
+    return sd15_model({**TINY_UNET, "model_channels": 32, **unet_overrides}, seed)
 
 
 def random_conditioning(seed: int, tokens: int = 77, width: int = 768):
