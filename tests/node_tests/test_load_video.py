@@ -7,6 +7,7 @@ import io
 import os
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +22,13 @@ DEFAULTS = dict(frame_load_cap=0, skip_first_frames=0, select_every_nth=1, width
 @pytest.fixture(scope="module")
 def lv(pack):
     return importlib.import_module(pack.__name__ + ".nodes.load_video")
+
+
+@pytest.fixture(scope="module")
+def video(pack):
+    """The node's helper modules (nodes/video/), by job."""
+    return SimpleNamespace(**{name: importlib.import_module(f"{pack.__name__}.nodes.video.{name}")
+                              for name in ("resize", "memory", "decode")})
 
 
 @pytest.fixture
@@ -154,17 +162,17 @@ def test_alpha_video_becomes_rgb_with_alpha_dropped(lv, clips, input_dir):
     assert np.array_equal(as_uint8(images), np.stack([frame[3:67, 1:89, :3] for frame in written]))
 
 
-def test_to_rgb_handles_every_channel_layout(lv):
+def test_to_rgb_handles_every_channel_layout(video):
     bgr = np.zeros((4, 4, 3), np.uint8)
     bgr[..., 0] = 200  # blue in OpenCV's order
-    assert lv.to_rgb(bgr)[0, 0].tolist() == [0, 0, 200]
+    assert video.resize.to_rgb(bgr)[0, 0].tolist() == [0, 0, 200]
     grey = np.full((4, 4), 77, np.uint8)
-    assert lv.to_rgb(grey).shape == (4, 4, 3) and (lv.to_rgb(grey) == 77).all()
-    assert (lv.to_rgb(grey[..., None]) == 77).all()
+    assert video.resize.to_rgb(grey).shape == (4, 4, 3) and (video.resize.to_rgb(grey) == 77).all()
+    assert (video.resize.to_rgb(grey[..., None]) == 77).all()
     bgra = np.concatenate([bgr, np.full((4, 4, 1), 9, np.uint8)], axis=-1)
-    assert lv.to_rgb(bgra)[0, 0].tolist() == [0, 0, 200]
+    assert video.resize.to_rgb(bgra)[0, 0].tolist() == [0, 0, 200]
     with pytest.raises(ValueError, match="unsupported shape"):
-        lv.to_rgb(np.zeros((4, 4, 2), np.uint8))
+        video.resize.to_rgb(np.zeros((4, 4, 2), np.uint8))
 
 
 # --- sizes ----------------------------------------------------------------------------------------
@@ -183,8 +191,8 @@ def test_to_rgb_handles_every_channel_layout(lv):
     ((90, 70), 3, 3, "crop", (8, 8)),           # minimum 8
     ((5, 5), 0, 0, "crop", (8, 8)),
 ])
-def test_output_size_rules(lv, source, width, height, resize, expected):
-    assert lv.output_size(*source, width, height, resize) == expected
+def test_output_size_rules(video, source, width, height, resize, expected):
+    assert video.resize.output_size(*source, width, height, resize) == expected
 
 
 def test_crop_fit_and_stretch_frames(lv, clips, input_dir):
@@ -223,44 +231,62 @@ def test_upscaling_stays_in_range(lv, clips, input_dir):
 
 # --- memory ---------------------------------------------------------------------------------------
 
-def test_refuses_selections_larger_than_free_ram_before_decoding(lv, clips, input_dir, monkeypatch, progress_calls):
+def test_refuses_selections_larger_than_free_ram_before_decoding(lv, video, clips, input_dir, monkeypatch,
+                                                                 progress_calls):
     write_clip(clips / "clip.avi", frames=12)
     name = name_of(clips / "clip.avi", input_dir)
-    need = 6 * 64 * 88 * 3 * lv.BYTES_PER_VALUE  # every other frame: 6 frames of 88×64 (float32 + uint8)
-    monkeypatch.setattr(lv, "available_ram_bytes", lambda: need - 1)
+    images, count, _ = load(lv, name, select_every_nth=2)  # every other frame: 6 frames of 88×64
+    assert count == 6 and images.shape == (6, 64, 88, 3)
+    # What loading these frames holds: the float32 batch it returns, plus one 8-bit copy of every frame.
+    need = images.element_size() * images.nelement() + images.nelement() * np.dtype(np.uint8).itemsize
+    progress_calls.clear()
+    monkeypatch.setattr(video.memory, "available_ram_bytes", lambda: need - 1)
     with pytest.raises(ValueError, match=r"6 frames at 88×64 need .* but .* are free; set frame_load_cap"):
         load(lv, name, select_every_nth=2)
     assert progress_calls == []  # refused before decoding anything
-    monkeypatch.setattr(lv, "available_ram_bytes", lambda: need)
+    monkeypatch.setattr(video.memory, "available_ram_bytes", lambda: need)
     images, count, _ = load(lv, name, select_every_nth=2)
     assert count == 6 and images.shape == (6, 64, 88, 3)
 
 
-def test_memory_message_reads_like_a_sentence(lv, monkeypatch):
-    monkeypatch.setattr(lv, "available_ram_bytes", lambda: 12 * 10**9)
+def test_memory_message_names_the_sizes_and_what_to_lower(video, monkeypatch):
+    monkeypatch.setattr(video.memory, "available_ram_bytes", lambda: 12 * 10**9)
     with pytest.raises(ValueError) as error:
-        lv.check_memory(5400, 1920, 1080)
-    message = str(error.value)
-    need = 5400 * 1920 * 1080 * 3 * lv.BYTES_PER_VALUE
-    assert message.startswith(f"5,400 frames at 1920×1080 need {need / 1e9:.0f} GB but 12 GB are free")
-    lv.check_memory(10, 1920, 1080)  # 311 MB fit
+        video.memory.check_memory(5400, 1920, 1080)
+    # 5400 × 1920 × 1080 pixels × 3 values × (4 bytes float32 + 1 byte uint8) = 167.96 GB
+    assert str(error.value) == ("5,400 frames at 1920×1080 need 168 GB but 12 GB are free; set frame_load_cap, "
+                                "a larger select_every_nth or a smaller width/height.")
+    video.memory.check_memory(10, 1920, 1080)  # 311 MB fit
 
 
-def test_real_free_ram_is_a_positive_number(lv):
-    import psutil
+def _kernel_available_bytes() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024  # the kernel counts in KiB
+    pytest.skip("this kernel reports no MemAvailable")
 
-    free = lv.available_ram_bytes()
-    assert 0 < free <= psutil.virtual_memory().total
+
+def test_free_ram_is_what_the_kernel_calls_available(video):
+    """Free RAM counts reclaimable page cache (MemAvailable), unlike MemFree; other processes move it a little."""
+    if not Path("/proc/meminfo").exists():
+        pytest.skip("needs Linux's /proc/meminfo")
+    before = _kernel_available_bytes()
+    free = video.memory.available_ram_bytes()
+    after = _kernel_available_bytes()
+    slack = 64 * 2**20
+    assert min(before, after) - slack <= free <= max(before, after) + slack
 
 
-def test_unknown_frame_count_trusts_decoded_frames_and_watches_ram(lv, clips, input_dir, monkeypatch):
+def test_unknown_frame_count_trusts_decoded_frames_and_watches_ram(lv, video, clips, input_dir, monkeypatch,
+                                                                   progress_calls):
     write_clip(clips / "clip.avi", frames=10)
     name = name_of(clips / "clip.avi", input_dir)
-    monkeypatch.setattr(lv, "_header_frame_count", lambda capture: 0)  # a container that does not say
+    monkeypatch.setattr(video.decode, "header_frame_count", lambda capture: 0)  # a container that does not say
     images, count, _ = load(lv, name)
     assert count == 10 and indices(images) == list(range(10))
+    assert progress_calls[-1] == (10, 10)  # the bar's total grows with the frames that really decode
     frame = 64 * 88 * 3
-    monkeypatch.setattr(lv, "available_ram_bytes", lambda: 4 * frame * 4 + frame)  # room for 4 frames
+    monkeypatch.setattr(video.memory, "available_ram_bytes", lambda: 4 * frame * 4 + frame)  # room for 4 frames
     with pytest.raises(ValueError, match="more frames than expected .* at frame 5 .* set frame_load_cap"):
         load(lv, name)
 
@@ -324,7 +350,7 @@ def test_video_without_frames(lv, clips, input_dir):
         load(lv, name_of(clips / "none.avi", input_dir))
 
 
-def test_frame_that_cannot_be_converted(lv, clips, input_dir, monkeypatch):
+def test_frame_that_cannot_be_converted(lv, video, clips, input_dir, monkeypatch):
     write_clip(clips / "clip.avi", frames=3)
     released = []
 
@@ -341,21 +367,23 @@ def test_frame_that_cannot_be_converted(lv, clips, input_dir, monkeypatch):
         def release(self):
             released.append(True)
 
-    monkeypatch.setattr(lv, "_open_capture", lambda path, name: BrokenCapture())
+    monkeypatch.setattr(video.decode, "open_capture", lambda path, name: BrokenCapture())
     with pytest.raises(ValueError, match="No frames could be decoded"):
         load(lv, name_of(clips / "clip.avi", input_dir), skip_first_frames=1)
     assert released == [True]
 
 
-def test_unknown_frame_size_checks_memory_on_the_first_frame(lv, clips, input_dir, monkeypatch, progress_calls):
+def test_unknown_frame_size_checks_memory_on_the_first_frame(lv, video, clips, input_dir, monkeypatch,
+                                                            progress_calls):
     write_clip(clips / "clip.avi", frames=12)
     name = name_of(clips / "clip.avi", input_dir)
-    monkeypatch.setattr(lv, "_header_size", lambda capture: (0, 0))
-    monkeypatch.setattr(lv, "available_ram_bytes", lambda: 12 * 64 * 88 * 3 * lv.BYTES_PER_VALUE - 1)
+    monkeypatch.setattr(video.decode, "header_size", lambda capture: (0, 0))
+    need = 12 * 64 * 88 * 3 * (4 + 1)  # 12 RGB frames of 88×64: 4 bytes a value as float32, 1 as uint8
+    monkeypatch.setattr(video.memory, "available_ram_bytes", lambda: need - 1)
     with pytest.raises(ValueError, match="12 frames at 88×64 need"):
         load(lv, name)
     assert progress_calls == []
-    monkeypatch.setattr(lv, "available_ram_bytes", lambda: 12 * 64 * 88 * 3 * lv.BYTES_PER_VALUE)
+    monkeypatch.setattr(video.memory, "available_ram_bytes", lambda: need)
     assert load(lv, name)[1] == 12
 
 
@@ -505,11 +533,11 @@ def test_is_changed_follows_size_and_mtime_without_reading(lv, clips, input_dir,
     assert missing != missing  # NaN: never cached; the run reports the missing file
 
 
-def test_cancel_stops_decoding_within_a_frame(lv, clips, input_dir, monkeypatch):
+def test_cancel_stops_decoding_within_a_frame(lv, video, clips, input_dir, monkeypatch):
     import comfy.model_management
 
     write_clip(clips / "clip.avi", frames=12)
-    converted, to_rgb = [], lv.to_rgb
+    converted, to_rgb = [], video.decode.to_rgb
 
     def cancelled_at_frame_3(frame):
         converted.append(frame)
@@ -517,7 +545,7 @@ def test_cancel_stops_decoding_within_a_frame(lv, clips, input_dir, monkeypatch)
             comfy.model_management.interrupt_current_processing(True)
         return to_rgb(frame)
 
-    monkeypatch.setattr(lv, "to_rgb", cancelled_at_frame_3)
+    monkeypatch.setattr(video.decode, "to_rgb", cancelled_at_frame_3)
     try:
         with pytest.raises(comfy.model_management.InterruptProcessingException):
             load(lv, name_of(clips / "clip.avi", input_dir))
