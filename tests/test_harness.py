@@ -1,13 +1,17 @@
 """The harness itself: ComfyUI discovery, the tiny checkpoint, and a stock graph on a real server."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from ei2.cli.runner import link_or_copy
 from harness.comfyui import PACK_ROOT, find_comfyui
 from harness.graphs import stock_graph
+from harness.server import ComfyServer
 
 
 def make_fake_comfyui(root):
@@ -38,6 +42,34 @@ def test_default_is_the_pinned_comfyui():
     path = find_comfyui(pack_root=PACK_ROOT, env="")
     assert "__version__ = \"0.3.75\"" in (path / "comfyui_version.py").read_text()
     assert not (path / "extra_model_paths.yaml").exists()  # horde's paths must not leak in
+
+
+def refused(*args, **kwargs):  # what Windows says to a symlink without developer mode or admin rights
+    raise OSError("[WinError 1314] A required privilege is not held by the client")
+
+
+def test_without_symlinks_the_server_gets_a_copy_of_the_pack(comfyui_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "symlink", refused)
+    ComfyServer(comfyui_path, tmp_path)
+    pack = tmp_path / "custom_nodes" / "ei2-comfyui"
+    assert pack.is_dir() and not pack.is_symlink()
+    for name in ("__init__.py", "nodes/__init__.py", "ei2/cli/runner.py", "workflows/ei2_video_edit.json"):
+        assert (pack / name).read_bytes() == (PACK_ROOT / name).read_bytes(), name
+    left_out = [path for path in pack.rglob("*")
+                if {".git", ".venv", "tests", "__pycache__"} & set(path.relative_to(pack).parts)]
+    assert left_out == []
+
+
+def test_without_symlinks_a_file_is_hard_linked_else_copied(tmp_path, monkeypatch):
+    source = tmp_path / "model.safetensors"
+    source.write_bytes(b"weights")
+    monkeypatch.setattr(os, "symlink", refused)
+    link_or_copy(source, tmp_path / "linked.safetensors")
+    assert (tmp_path / "linked.safetensors").samefile(source)
+    monkeypatch.setattr(os, "link", refused)  # e.g. another volume
+    link_or_copy(source, tmp_path / "copied.safetensors")
+    copied = tmp_path / "copied.safetensors"
+    assert copied.read_bytes() == b"weights" and not copied.is_symlink() and not copied.samefile(source)
 
 
 def test_tiny_checkpoint_loads_as_sd15_with_finite_outputs(comfyui, tiny_checkpoint):

@@ -110,8 +110,7 @@ def local_checkpoint(server: runner.ComfyServer, checkpoint: str | None) -> str:
     """The checkpoint name the started ComfyUI will list; a file path is linked into its models folder."""
     given = Path(checkpoint).expanduser() if checkpoint else None
     if given is not None and given.is_file():
-        link = server.checkpoints_dir / given.name
-        link.symlink_to(given.resolve())
+        runner.link_or_copy(given.resolve(), server.checkpoints_dir / given.name)
         return given.name
     name = checkpoint or DEFAULT_CHECKPOINT
     if (server.comfyui / "models" / "checkpoints" / name).is_file():
@@ -172,6 +171,13 @@ def _run(client: runner.ComfyClient, object_info: dict, settings: EditSettings, 
         progress(message)
     try:
         entry = client.wait(prompt_id, timeout=24 * 3600)
+    except KeyboardInterrupt:
+        if settings.server:  # a server started here is stopped anyway; one that keeps running must not keep our prompt
+            try:
+                client.cancel(prompt_id)
+            except (OSError, runner.PromptFailed) as error:
+                print(f"could not cancel prompt {prompt_id} on {client.url}: {error}", file=sys.stderr)
+        raise
     finally:
         client.close()
     save_id = next(key for key, node in graph.items() if node["class_type"] == "SaveVideo")

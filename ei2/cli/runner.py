@@ -90,6 +90,30 @@ def find_comfyui(pack_root: Path = PACK_ROOT, env: str | None = None) -> Path:
     return installed_in(pack_root) or pinned_copy()
 
 
+# Left out of a copied pack: git, virtual environments and other dot folders, caches, tests.
+COPY_IGNORE = shutil.ignore_patterns(".*", "__pycache__", "*.egg-info", "tests", "test-artifacts")
+
+
+def link_or_copy(source: Path, link: Path) -> None:
+    """Make ``link`` (which must not exist) show ``source``: a symlink where the OS allows one.
+
+    Windows refuses symlinks without developer mode or admin rights. Then a file gets a hard link (no rights
+    needed, but one volume only) or else a copy, and a folder a copy: simpler than a junction (no Windows-only
+    API, any file system), and the folders linked into are throwaway, so the copy cannot go stale.
+    """
+    source, link = Path(source), Path(link)
+    try:
+        link.symlink_to(source, target_is_directory=source.is_dir())
+    except (OSError, NotImplementedError):
+        if source.is_dir():
+            shutil.copytree(source, link, ignore=COPY_IGNORE)
+        else:
+            try:
+                os.link(source, link)
+            except OSError:
+                shutil.copyfile(source, link)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -238,6 +262,16 @@ class ComfyClient:
         """What the UI's cancel button sends."""
         self.post("/interrupt", {})
 
+    def cancel(self, prompt_id: str) -> None:
+        """Take one prompt off the server: drop it from the queue, or interrupt it if it is running.
+
+        Other clients' prompts are left alone: /interrupt stops whatever runs, so it is sent only when the
+        running prompt is this one (with its id, which 0.3.75 and later check again; older servers ignore it).
+        """
+        self.post("/queue", {"delete": [prompt_id]})  # first: if it starts meanwhile, it shows as running below
+        if any(item[1] == prompt_id for item in self.get("/queue")["queue_running"]):
+            self.post("/interrupt", {"prompt_id": prompt_id})
+
     def run(self, graph: dict, timeout: float = 300.0) -> dict:
         return self.wait(self.queue(graph), timeout)
 
@@ -276,7 +310,7 @@ class ComfyServer(ComfyClient):
         # this ComfyUI already loads the pack from its own custom_nodes.
         link = self.root / "custom_nodes" / PACK_DIR_NAME
         if installed_in() != self.comfyui.resolve() and not link.exists():
-            link.symlink_to(PACK_ROOT, target_is_directory=True)
+            link_or_copy(PACK_ROOT, link)
 
     @property
     def input_dir(self) -> Path:

@@ -4,14 +4,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import cv2
 import numpy as np
 import pytest
 
+from ei2.cli import main as entry
+from ei2.cli import runner
 from ei2.cli.runner import PACK_ROOT
 from harness.clips import write_clip
+from harness.graphs import stock_graph
 
 SMALL = ["--frames", "2", "--size", "64", "--steps", "2", "--tune-steps", "1"]
 PROMPTS = ["--source-prompt", "a red square", "--prompt", "a blue ball"]
@@ -107,7 +111,6 @@ def test_edit_starts_its_own_comfyui_with_a_checkpoint_file(comfyui_path, tiny_c
 
 
 def test_a_workflow_the_converter_cannot_read_is_one_line_exit_2(monkeypatch, capsys):
-    from ei2.cli import main as entry
     from ei2.cli import edit as cli
     from ei2.cli.workflow import WorkflowError
 
@@ -121,7 +124,6 @@ def test_a_workflow_the_converter_cannot_read_is_one_line_exit_2(monkeypatch, ca
 
 
 def test_a_failed_tiny_checkpoint_build_is_an_error_line_not_a_traceback(monkeypatch, tmp_path, comfyui_path, capsys):
-    from ei2.cli import main as entry
     from ei2.cli import edit as cli
 
     def failing(command, **kwargs):
@@ -135,3 +137,115 @@ def test_a_failed_tiny_checkpoint_build_is_an_error_line_not_a_traceback(monkeyp
     assert entry.main(["demo"]) == 1
     err = capsys.readouterr().err
     assert "error: building the tiny demo checkpoint failed" in err and "Traceback" not in err
+
+
+# --- Ctrl-C with --server: take our prompt off that server, and only ours --------------------------
+
+def queued(client, kind: str) -> list[str]:
+    """Prompt ids in the server's queue_running or queue_pending."""
+    return [item[1] for item in client.get("/queue")[kind]]
+
+
+def until(condition, what: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def endless(checkpoint: str) -> dict:
+    """A prompt that runs far longer than any test: 10000 KSampler steps, stopped by interrupting it."""
+    graph = stock_graph(checkpoint, frames=1)
+    graph["5"]["inputs"]["steps"] = 10000
+    return graph
+
+
+@pytest.fixture
+def someone_else(comfy_server):
+    """Another client of the same server. At the end no prompt of the test may be left queued or running."""
+    client = runner.ComfyClient(comfy_server.url).connect()
+    client.prompts = []  # every prompt id the test queued, the CLI's included
+    yield client
+    for prompt_id in client.prompts:
+        client.post("/queue", {"delete": [prompt_id]})
+    for prompt_id in client.prompts:
+        client.post("/interrupt", {"prompt_id": prompt_id})  # both tested ComfyUIs stop only that prompt
+    until(lambda: not set(client.prompts) & set(queued(client, "queue_running") + queued(client, "queue_pending")),
+          "the test's prompts to leave the queue", timeout=120)
+    client.close()
+
+
+def edit_args(url, clip, checkpoint, out, *more):
+    return ["edit", "--server", url, "--video", str(clip), *PROMPTS, *SMALL, "--checkpoint", checkpoint,
+            "--out", str(out), *more]
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_server_drops_our_pending_prompt_and_leaves_theirs_running(
+        comfy_server, tiny_checkpoint, clip, tmp_path, someone_else, monkeypatch, capsys):
+    theirs = someone_else.queue(endless(tiny_checkpoint.name))
+    someone_else.prompts.append(theirs)
+    until(lambda: theirs in queued(someone_else, "queue_running"), "their prompt to start")
+
+    def ctrl_c(client, prompt_id, timeout=None):  # Ctrl-C while the CLI waits for its prompt
+        someone_else.prompts.append(prompt_id)
+        assert prompt_id in queued(client, "queue_pending")  # behind theirs
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.ComfyClient, "wait", ctrl_c)
+    assert entry.main(edit_args(comfy_server.url, clip, tiny_checkpoint.name, tmp_path / "never.mp4")) == 130
+    monkeypatch.undo()
+    assert capsys.readouterr().err.strip() == "interrupted"
+    ours = someone_else.prompts[1]
+    assert queued(someone_else, "queue_pending") == [] and queued(someone_else, "queue_running") == [theirs]
+    assert someone_else.get(f"/history/{ours}") == {}  # it never ran
+
+    # Their prompt was not interrupted: it still takes steps after a queue change made only now. /ws messages
+    # come in the order they were sent, and a step reports progress only after checking for an interrupt.
+    mark = len(someone_else.messages)
+    someone_else.prompts.append(someone_else.queue(stock_graph(tiny_checkpoint.name, frames=1)))
+
+    def stepped_since_then():
+        later = someone_else.messages[mark:]
+        changed = [i for i, m in enumerate(later)
+                   if m["type"] == "status" and m["data"]["status"]["exec_info"]["queue_remaining"] == 2]
+        return changed and any(m["type"] == "progress" and m["data"]["prompt_id"] == theirs
+                               for m in later[changed[0]:])
+
+    until(stepped_since_then, "another step of their prompt", timeout=120)
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_server_interrupts_our_running_prompt_and_not_the_next(
+        comfy_server, tiny_checkpoint, clip, tmp_path, someone_else, monkeypatch, capsys):
+    def ctrl_c(client, prompt_id, timeout=None):
+        someone_else.prompts.append(prompt_id)
+        until(lambda: prompt_id in queued(client, "queue_running"), "our prompt to start")
+        someone_else.prompts.append(someone_else.queue(stock_graph(tiny_checkpoint.name, frames=1)))  # waits behind ours
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.ComfyClient, "wait", ctrl_c)
+    # 10000 tuning steps: ours runs until it is interrupted.
+    args = edit_args(comfy_server.url, clip, tiny_checkpoint.name, tmp_path / "never.mp4", "--tune-steps", "10000")
+    assert entry.main(args) == 130
+    monkeypatch.undo()
+    assert capsys.readouterr().err.strip() == "interrupted"
+    ours, theirs = someone_else.prompts
+    with pytest.raises(runner.PromptFailed, match="execution_interrupted"):
+        someone_else.wait(ours, timeout=120)
+    assert someone_else.wait(theirs, timeout=300)["status"]["status_str"] == "success"
+
+
+@pytest.mark.slow
+def test_edit_starts_its_own_comfyui_where_symlinks_are_refused(comfyui_path, tiny_checkpoint, clip, tmp_path,
+                                                                  monkeypatch, capsys):
+    def refused(*args, **kwargs):  # what Windows says without developer mode or admin rights
+        raise OSError("[WinError 1314] A required privilege is not held by the client")
+
+    monkeypatch.setattr(os, "symlink", refused)
+    monkeypatch.setenv("COMFYUI_PATH", str(comfyui_path))
+    out = tmp_path / "own.mp4"
+    # The pack (copied into custom_nodes) loads, and the checkpoint file (hard-linked) is found.
+    assert entry.main(["edit", "--video", str(clip), *PROMPTS, *SMALL, "--checkpoint", str(tiny_checkpoint),
+                       "--out", str(out)]) == 0, capsys.readouterr().err
+    assert_video(out)
