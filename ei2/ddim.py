@@ -1,9 +1,9 @@
 """DDIM sampling and DDIM inversion (Song et al. 2020) in σ-space, on Stable Diffusion's schedule.
 
 Samples live in k-diffusion's σ-space, ``x_σ = x0 + σ·ε`` (the DDPM ``x_t`` divided by ``√ᾱ_t``,
-``ᾱ = 1/(1+σ²)``), which is how ComfyUI drives its models. The model is ``eps(x, sigma)``: the
-ε-prediction for the σ-space sample ``x`` at noise level ``sigma`` (ComfyUI scales the input by
-``1/√(1+σ²)`` before the UNet sees it).
+``ᾱ = 1/(1+σ²)``), which is how ComfyUI drives its models. The model is a k-diffusion denoiser,
+``model(x, sigma)``: the x0 estimate for the σ-space sample ``x`` at noise level ``sigma``, so
+ε = (x − x0)/σ (ComfyUI scales the input by ``1/√(1+σ²)`` before the UNet sees it).
 
 Timesteps follow the SD 1.x scheduler config that Tune-A-Video uses ("leading" spacing with
 ``steps_offset=1``: 1, 21, …, 981 for 50 steps). Both directions treat the clean latent as
@@ -17,11 +17,8 @@ from the clean latent itself. Ending at σ = 0 is what ComfyUI's own samplers do
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
-
-Eps = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def ddim_timesteps(steps: int, train_steps: int = 1000, offset: int = 1) -> torch.Tensor:
@@ -37,18 +34,25 @@ def ddim_sigmas(schedule_sigmas: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.cat([chosen, chosen.new_zeros(1)])
 
 
-def ddim_sample(eps: Eps, x: torch.Tensor, sigmas: torch.Tensor, *, eta: float = 0.0,
-                generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+def ddim_sample(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args=None, callback=None, disable=None,
+                eta: float = 0.0, noise_sampler=None) -> torch.Tensor:
     """DDIM from ``x`` at ``sigmas[0]`` down to ``sigmas[-1]``; η = 0 is deterministic (Euler in σ).
 
-    ``callback(i, x, denoised)`` runs once per step (ComfyUI's previews and progress bar).
+    The signature is k-diffusion's, so ComfyUI's ``KSAMPLER`` runs it as is: ``model(x, sigma, **extra_args)``
+    returns the x0 estimate, ``callback`` gets one dict per step (previews and the progress bar) and
+    ``disable`` (a console progress bar) has nothing to switch off here. The η-noise comes from
+    ``noise_sampler(sigma, sigma_next)``, else from a generator seeded with ``extra_args["seed"]``.
     """
+    extra_args = {} if extra_args is None else extra_args
+    if noise_sampler is None:
+        noise_sampler = seeded_noise_sampler(x, extra_args.get("seed"))
+    s_in = x.new_ones(x.shape[0])
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        e = eps(x, sigma)
-        denoised = x - sigma * e
+        denoised = model(x, sigma * s_in, **extra_args)
+        e = (x - denoised) / sigma
         if callback is not None:
-            callback(i, x, denoised)
+            callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
         if eta == 0 or sigma_next == 0:
             x = denoised + sigma_next * e
             continue
@@ -56,23 +60,37 @@ def ddim_sample(eps: Eps, x: torch.Tensor, sigmas: torch.Tensor, *, eta: float =
         alpha, alpha_next = 1 / (1 + sigma**2), 1 / (1 + sigma_next**2)
         std = eta * torch.sqrt((1 - alpha_next) / (1 - alpha) * (1 - alpha / alpha_next))
         direction = torch.sqrt((1 - alpha_next - std**2).clamp(min=0) / alpha_next)
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        x = denoised + direction * e + std / math.sqrt(float(alpha_next)) * noise
+        x = denoised + direction * e + std / math.sqrt(float(alpha_next)) * noise_sampler(sigma, sigma_next)
     return x
 
 
-def ddim_invert(eps: Eps, x: torch.Tensor, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
+def seeded_noise_sampler(x: torch.Tensor, seed: int | None):
+    """Standard normal draws shaped like ``x``, drawn on the CPU so a seed gives the same noise on any device.
+
+    The stream starts at ``seed + 1``: ComfyUI draws a sampler's starting noise from ``seed`` itself, and the
+    η-noise must not repeat it.
+    """
+    generator = None if seed is None else torch.Generator().manual_seed((seed + 1) % 2**64)
+    return lambda sigma, sigma_next: torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+
+
+def ddim_invert(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args=None, callback=None,
+                disable=None) -> torch.Tensor:
     """DDIM inversion from the clean ``x`` at ``sigmas[0] = 0`` up to ``sigmas[-1]`` (ascending).
 
     Each step takes ε at the *target* level with the current sample, as diffusers'
     ``DDIMInverseScheduler`` and Tune-A-Video do; that is the mirror image of the sampling step,
     so inverting and then sampling with the same prompt returns close to the start. In σ-space
     the current sample is rescaled so that the UNet sees exactly the DDPM sample it would.
+    Same signature as ``ddim_sample`` (without η).
     """
+    extra_args = {} if extra_args is None else extra_args
+    s_in = x.new_ones(x.shape[0])
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        e = eps(x * torch.sqrt((1 + sigma_next**2) / (1 + sigma**2)), sigma_next)
+        scaled = x * torch.sqrt((1 + sigma_next**2) / (1 + sigma**2))
+        e = (scaled - model(scaled, sigma_next * s_in, **extra_args)) / sigma_next
         if callback is not None:
-            callback(i, x, x - sigma * e)
+            callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": x - sigma * e})
         x = x + (sigma_next - sigma) * e
     return x

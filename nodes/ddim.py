@@ -1,4 +1,5 @@
-"""EI2DDIMInvert and EI2Sample: invert the source clip to noise, then sample the edit from it."""
+"""EI2DDIMInvert and EI2Sample: invert the source clip to noise, then sample the edit from it; EI2DDIMSampler
+offers the same DDIM to SamplerCustom."""
 from __future__ import annotations
 
 from .adapter import sampling
@@ -61,5 +62,27 @@ class EI2Sample:
         return (sampling.sample(model, positive, negative, latent, steps=steps, cfg=cfg, eta=eta, seed=seed),)
 
 
-NODE_CLASS_MAPPINGS = {"EI2DDIMInvert": EI2DDIMInvert, "EI2Sample": EI2Sample}
-NODE_DISPLAY_NAME_MAPPINGS = {"EI2DDIMInvert": "EI² DDIM Invert", "EI2Sample": "EI² Sample (DDIM)"}
+class EI2DDIMSampler:
+    CATEGORY = "EI²"
+    RETURN_TYPES = ("SAMPLER",)
+    OUTPUT_TOOLTIPS = ("EI²'s DDIM, for SamplerCustom / SamplerCustomAdvanced.",)
+    FUNCTION = "get_sampler"
+    DESCRIPTION = ("EI²'s DDIM as a SAMPLER for SamplerCustom / SamplerCustomAdvanced: plain DDIM on whatever sigmas "
+                   "you connect. For an edit from EI2DDIMInvert use EI2Sample, which also samples on the "
+                   "inversion's exact schedule.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
+                              "0 = deterministic DDIM. Above 0 adds fresh noise each step, drawn from the "
+                              "sampler node's noise seed."}),
+        }}
+
+    def get_sampler(self, eta):
+        return (sampling.ddim_sampler(eta),)
+
+
+NODE_CLASS_MAPPINGS = {"EI2DDIMInvert": EI2DDIMInvert, "EI2Sample": EI2Sample, "EI2DDIMSampler": EI2DDIMSampler}
+NODE_DISPLAY_NAME_MAPPINGS = {"EI2DDIMInvert": "EI² DDIM Invert", "EI2Sample": "EI² Sample (DDIM)",
+                              "EI2DDIMSampler": "EI² DDIM Sampler"}

@@ -30,6 +30,7 @@ OPTIONS_KEY = "ei2_inflation"  # in model_options: marks an inflated MODEL and r
 ADDITIONAL_MODELS_KEY = "ei2_temporal"
 TEMPORAL_PLACEMENTS = ("after_feedforward", "after_self_attention")
 
+
 @dataclass(frozen=True)
 class InflateOptions:
     attention_type: str = "ffam"
@@ -51,9 +52,11 @@ class InflateOptions:
         if self.coarse_stride < 1:
             raise ValueError(f"coarse_stride must be at least 1, got {self.coarse_stride}.")
 
+
 def block_name(block: tuple, index: int) -> str:
     """Stable name of a UNet transformer block, e.g. ``input_1_0`` (stage, block number, depth index)."""
     return f"{block[0]}_{block[1]}_{index}"
+
 
 def transformer_blocks(diffusion_model):
     """``(stage, number, index), BasicTransformerBlock`` for every transformer block of the UNet."""
@@ -68,12 +71,14 @@ def transformer_blocks(diffusion_model):
                     for index, transformer_block in enumerate(layer.transformer_blocks):
                         yield (stage, number, index), transformer_block
 
+
 def named_transformer_blocks(model) -> dict:
     """``block_name -> (attribute path from model.model, BasicTransformerBlock)`` for every transformer block."""
     diffusion_model = model.model.diffusion_model
     paths = {id(module): f"diffusion_model.{path}" for path, module in diffusion_model.named_modules()}
     return {block_name(block[:2], block[2]): (paths[id(module)], module)
             for block, module in transformer_blocks(diffusion_model)}
+
 
 def frames_in(batch: int, extra_options: dict) -> int:
     """Frames per clip: the sampler stacks one chunk of F frames per cond/uncond entry."""
@@ -84,6 +89,7 @@ def frames_in(batch: int, extra_options: dict) -> int:
             f"(one per cond/uncond entry). Give the sampler one LATENT batch holding the frames of one clip."
         )
     return batch // clips
+
 
 def check_supported(model) -> None:
     """Refuse anything but an SD 1.x UNet, and an already inflated MODEL, before touching anything."""
@@ -103,9 +109,11 @@ def check_supported(model) -> None:
             "Connect the original MODEL from the checkpoint loader to EI2InflateUNet instead."
         )
 
+
 def inflation_options(model) -> InflateOptions | None:
     stored = model.model_options.get(OPTIONS_KEY)
     return InflateOptions(**stored) if stored is not None else None
+
 
 def build_temporal_modules(model, options: InflateOptions) -> torch.nn.ModuleDict:
     """Fresh fp32 temporal modules, one per transformer block, seeded; real tensors even under inference mode."""
@@ -121,6 +129,7 @@ def build_temporal_modules(model, options: InflateOptions) -> torch.nn.ModuleDic
             if module is not None:
                 modules[name] = module.float()
     return modules
+
 
 def inflate(model, options: InflateOptions):
     """A clone of ``model`` that edits video: frame attention + temporal modules. ``model`` is not touched."""
@@ -145,6 +154,7 @@ def inflate(model, options: InflateOptions):
     attach_temporal_modules(inflated, modules)
     return inflated
 
+
 def _comfyui_attention(extra_options: dict):
     """The attention backend the user chose in ComfyUI (pytorch, xformers, sage, flash, split …), per call.
 
@@ -158,6 +168,7 @@ def _comfyui_attention(extra_options: dict):
             q, k, v, heads, attn_precision=extra_options.get("attn_precision"), transformer_options=extra_options)
 
     return attention
+
 
 def attach_temporal_modules(model, modules: torch.nn.ModuleDict) -> None:
     """Run ``modules`` at the inflation's ``temporal_placement``; ComfyUI loads/offloads them with the UNet."""
@@ -186,6 +197,7 @@ def attach_temporal_modules(model, modules: torch.nn.ModuleDict) -> None:
     patcher = comfy.model_patcher.ModelPatcher(modules, load_device=model.load_device, offload_device=model.offload_device)
     model.set_additional_models(ADDITIONAL_MODELS_KEY, [patcher])
 
+
 def _block_then_temporal(block, module):
     """A ``forward`` for ``block``: the block's own computation (through its feed-forward), then ``module``."""
     own_forward = type(block).forward
@@ -197,20 +209,24 @@ def _block_then_temporal(block, module):
 
     return forward
 
+
 def temporal_modules(model) -> torch.nn.ModuleDict | None:
     """The temporal modules of an inflated MODEL, keyed by :func:`block_name`."""
     patchers = model.get_additional_models_with_key(ADDITIONAL_MODELS_KEY)
     return patchers[0].model if patchers else None
+
 
 def copy_of_temporal_modules(model) -> torch.nn.ModuleDict:
     """A private copy to change (tune, load into) without touching the modules ``model`` shares."""
     modules = temporal_modules(model)
     return copy.deepcopy(modules) if modules is not None else torch.nn.ModuleDict()
 
+
 def query_weight_keys(model) -> list[str]:
     """ModelPatcher keys of the attn1/attn2 query projections (Tune-A-Video tunes these)."""
     return [name for name, _ in model.model.named_parameters()
             if ".transformer_blocks." in name and name.endswith((".attn1.to_q.weight", ".attn2.to_q.weight"))]
+
 
 def check_latent(latent: dict, what: str) -> torch.Tensor:
     samples = latent.get("samples")

@@ -11,6 +11,7 @@ from ...ei2.tuning import TRAIN_SETS, one_shot_tune
 from .patching import attach_temporal_modules, check_latent, copy_of_temporal_modules, inflation_options, query_weight_keys
 from .tuned_state import set_query_deltas
 
+
 def _use_training_copies(trainer, deltas: dict[str, torch.Tensor]) -> list:
     """Hand every UNet op an explicit copy of its weight, made for training (plus its query delta).
 
@@ -32,11 +33,14 @@ def _use_training_copies(trainer, deltas: dict[str, torch.Tensor]) -> list:
                 added.append(function)
     return added
 
+
 def _training_copy(weight):
     return weight.clone()
 
+
 def _adding(delta):
     return lambda weight: weight + delta.to(weight.dtype)  # a new tensor: the resident weight is not saved
+
 
 def _remove_weight_functions(diffusion_model, added: list) -> None:
     """Take the training wrappers off the shared UNet's modules (a full load leaves them on when unloaded)."""
@@ -45,6 +49,7 @@ def _remove_weight_functions(diffusion_model, added: list) -> None:
         if hasattr(module, "weight_function"):
             module.weight_function = [f for f in module.weight_function if id(f) not in ours]
             module.bias_function = [f for f in module.bias_function if id(f) not in ours]
+
 
 @contextmanager
 def _frozen(parameters):
@@ -58,6 +63,7 @@ def _frozen(parameters):
         with torch.inference_mode():  # weights loaded by ComfyUI are inference tensors: only settable here
             for p in frozen:
                 p.requires_grad_(True)
+
 
 @contextmanager
 def _gradient_checkpointing(diffusion_model):
@@ -87,6 +93,7 @@ def _gradient_checkpointing(diffusion_model):
         for m in patched:
             m.__dict__.pop("forward", None)
 
+
 def _unload(patcher) -> None:
     """Take a patcher out of ComfyUI's loaded models (restores weights it patched in place)."""
     import comfy.model_management
@@ -96,6 +103,7 @@ def _unload(patcher) -> None:
         if entry.model is patcher:
             loaded.pop(index).model_unload()
             return
+
 
 def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rate: float, train: str,
          seed: int, gradient_checkpointing: bool = True, on_step=None):

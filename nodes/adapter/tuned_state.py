@@ -15,6 +15,7 @@ TUNED_KEY = "ei2_tuned"  # in model_options: the TunedQueries of a tuned MODEL
 TUNED_FORMAT = "2"
 FOLDER = "ei2_tuned"  # output/ei2_tuned (written) and models/ei2_tuned (read too)
 
+
 class TunedQueries:
     """Query-projection deltas of a tuned MODEL plus how it was tuned.
 
@@ -27,6 +28,7 @@ class TunedQueries:
 
     def __deepcopy__(self, memo):
         return self
+
 
 def set_query_deltas(model, deltas: dict[str, torch.Tensor], info: dict) -> None:
     """Apply ``deltas`` as ordinary ComfyUI weight patches (``diff``) and remember them.
@@ -41,6 +43,7 @@ def set_query_deltas(model, deltas: dict[str, torch.Tensor], info: dict) -> None
         info = {**info, "steps": previous.info.get("steps", 0) + info.get("steps", 0)}
     model.model_options[TUNED_KEY] = TunedQueries(deltas, info)
 
+
 def base_fingerprint(model) -> str:
     """A short hash of the base UNet's query weights (as loaded, before any patch), to recognise its base model."""
     import hashlib
@@ -51,6 +54,7 @@ def base_fingerprint(model) -> str:
         weight = backup.weight if backup is not None else dict(model.model.named_parameters())[key]
         digest.update(weight.detach().float().cpu().flatten()[:4096].numpy().tobytes())
     return digest.hexdigest()[:16]
+
 
 def tuned_state(model) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Everything tuning changed, as flat tensors + string metadata (for safetensors)."""
@@ -64,6 +68,7 @@ def tuned_state(model) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     metadata = {"ei2_format": TUNED_FORMAT, "inflation": json.dumps(asdict(options)), "base_fingerprint": base_fingerprint(model),
                 **{k: json.dumps(v) for k, v in tuned.info.items()}}
     return tensors, metadata
+
 
 def apply_tuned_state(model, tensors: dict[str, torch.Tensor], metadata: dict[str, str], source: str = "file"):
     """A clone of an inflated ``model`` carrying saved tuned weights; clear errors when they do not fit."""
@@ -108,6 +113,7 @@ def apply_tuned_state(model, tensors: dict[str, torch.Tensor], metadata: dict[st
     info = {k: json.loads(metadata[k]) for k in ("frames", "steps", "learning_rate", "train", "seed") if k in metadata}
     set_query_deltas(loaded, deltas, info)
     return loaded
+
 
 def tuned_frames(model):
     tuned = model.model_options.get(TUNED_KEY)

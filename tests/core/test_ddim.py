@@ -34,11 +34,14 @@ class ToyEps(torch.nn.Module):
 
 
 def sigma_space(model):
-    """The same model seen from σ-space, as ComfyUI presents it: x_σ is scaled by √ᾱ = 1/√(1+σ²)."""
-    def eps(x, sigma):
-        t = int(torch.argmin((SIGMAS - sigma).abs()))
-        return model(x / torch.sqrt(1 + sigma**2), t)
-    return eps
+    """The same model as ComfyUI hands it to a sampler: a denoiser of σ-space samples (scaled by
+    √ᾱ = 1/√(1+σ²) for the ε-model) at one σ per batch item, returning the x0 estimate."""
+    def denoiser(x, sigma, **extra_args):
+        assert sigma.shape == (x.shape[0],)
+        t = int(torch.argmin((SIGMAS - sigma[0]).abs()))
+        s = sigma.view(-1, 1, 1, 1)
+        return x - s * model(x / torch.sqrt(1 + s**2), t)
+    return denoiser
 
 
 def test_timesteps_match_diffusers_leading_spacing():
@@ -67,9 +70,8 @@ def test_sampling_matches_diffusers(steps, eta):
 
     sigmas = ddim_sigmas(SIGMAS, steps)
     replay = iter(noises)  # ddim_sample gets the oracle's noise draws, in order
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(torch, "randn", lambda *a, **k: next(replay))
-        ours = ddim_sample(sigma_space(model), x_t * torch.sqrt(1 + sigmas[0] ** 2), sigmas, eta=eta)
+    ours = ddim_sample(sigma_space(model), x_t * torch.sqrt(1 + sigmas[0] ** 2), sigmas, eta=eta,
+                       noise_sampler=lambda sigma, sigma_next: next(replay))
     # diffusers returns the DDPM-space sample at ᾱ = 1, which is the σ-space sample at σ = 0.
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)
 
@@ -103,9 +105,45 @@ def test_invert_then_sample_returns_near_the_start():
     assert errors[-1] < errors[0] and errors[1] < 0.05 * (fresh - x0).abs().mean().item()
 
 
-def test_callback_sees_every_step():
-    seen = []
-    sigmas = ddim_sigmas(SIGMAS, 5)
-    ddim_sample(sigma_space(ToyEps()), torch.zeros(1, 4, 2, 2, dtype=torch.float64), sigmas,
-                callback=lambda i, x, denoised: seen.append(i))
-    assert seen == [0, 1, 2, 3, 4]
+def test_extra_args_reach_the_model_and_the_callback_sees_every_step():
+    """As k-diffusion samplers: ``model(x, sigma, **extra_args)`` and one dict per step for ComfyUI's previews."""
+    denoiser, calls, seen = sigma_space(ToyEps()), [], []
+
+    def model(x, sigma, **extra_args):
+        calls.append(extra_args)
+        return denoiser(x, sigma)
+
+    def check(step):  # the step's denoised is the model's x0 estimate for the step's x at its σ
+        torch.testing.assert_close(step["denoised"], denoiser(step["x"], step["sigma"].expand(2)))
+        seen.append((step["i"], float(step["sigma"]), float(step["sigma_hat"])))
+
+    sigmas, x = ddim_sigmas(SIGMAS, 5), torch.randn(2, 4, 2, 2, dtype=torch.float64)
+    extra = {"model_options": {"marker": 1}, "seed": 3}
+    ddim_sample(model, x, sigmas, extra_args=extra, callback=check, disable=True)
+    assert calls == [extra] * 5
+    assert seen == [(i, float(sigmas[i]), float(sigmas[i])) for i in range(5)]
+
+    seen.clear()
+    ascending = sigmas.flip(0)
+    ddim_invert(model, x, ascending, extra_args=extra, callback=lambda step: seen.append(step["i"]), disable=True)
+    assert calls == [extra] * 10 and seen == [0, 1, 2, 3, 4]
+
+
+def test_eta_noise_defaults_to_the_seed_in_extra_args():
+    """ComfyUI puts the sampler's seed in extra_args: the η-noise must follow it, but must not replay the
+    starting noise ComfyUI draws from that same seed."""
+    denoiser, x = sigma_space(ToyEps()), torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    sigmas = ddim_sigmas(SIGMAS, 10)
+
+    def run(eta=0.7, **kwargs):
+        return ddim_sample(denoiser, x, sigmas, eta=eta, **kwargs)
+
+    assert torch.equal(run(extra_args={"seed": 5}), run(extra_args={"seed": 5}))
+    assert not torch.allclose(run(extra_args={"seed": 5}), run(extra_args={"seed": 6}))
+    starting_noise = torch.Generator().manual_seed(5)  # how ComfyUI draws a sampler's starting noise
+    replayed = run(noise_sampler=lambda *_: torch.randn(x.shape, generator=starting_noise, dtype=x.dtype))
+    assert not torch.allclose(run(extra_args={"seed": 5}), replayed)
+
+    def no_noise(*_):
+        raise AssertionError("η = 0 draws no noise")
+    assert torch.equal(run(eta=0.0, noise_sampler=no_noise), run(eta=0.0, extra_args={"seed": 5}))

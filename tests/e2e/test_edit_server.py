@@ -1,8 +1,10 @@
 """The whole edit on a real ComfyUI server: inflate → tune → invert → sample → decode, progress, cancel."""
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +12,23 @@ from PIL import Image
 
 from harness.clips import write_clip
 from harness.graphs import edit_graph
-from harness.server import PromptFailed
+from harness.server import ComfyServer, PromptFailed
 
 pytestmark = pytest.mark.slow
+
+HOLD_NODE = Path(__file__).with_name("hold_sampling_node.py")
+
+
+@pytest.fixture(scope="module")
+def comfy_server(comfyui_path, tiny_checkpoint, tmp_path_factory):
+    """This module's own server: the shared one plus a test-only node that holds sampling until a cancel."""
+    server = ComfyServer(comfyui_path, tmp_path_factory.mktemp("comfy-server-hold"))
+    (server.checkpoints_dir / tiny_checkpoint.name).symlink_to(tiny_checkpoint)
+    shutil.copy(HOLD_NODE, server.root / "custom_nodes" / HOLD_NODE.name)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +53,23 @@ def test_full_edit_writes_finite_frames_and_reports_progress(comfy_server, tiny_
 
 
 def test_cancel_during_sampling_leaves_the_server_ready(comfy_server, tiny_checkpoint, uploaded_clip):
-    graph = edit_graph(tiny_checkpoint.name, uploaded_clip, frames=4, tune_steps=1, steps=250, invert_steps=2,
+    steps, hold_at = 20, 3
+    graph = edit_graph(tiny_checkpoint.name, uploaded_clip, frames=4, tune_steps=1, steps=steps, invert_steps=2,
                        prefix="cancelled")
+    # EI2Sample's UNet stops at its 3rd call until the cancel arrives: the cancel always lands mid-sampling.
+    graph["13"] = {"class_type": "EI2TestHoldSampling", "inputs": {"model": ["8", 0], "hold_at_call": hold_at,
+                                                                   "timeout": 120.0}}
+    graph["10"]["inputs"]["model"] = ["13", 0]
     prompt_id = comfy_server.queue(graph)
     deadline = time.monotonic() + 300
     while not any(m["data"]["node"] == "10" for m in comfy_server.messages_for(prompt_id, "progress")):
         assert time.monotonic() < deadline, "EI2Sample never started"
         time.sleep(0.1)
     comfy_server.interrupt()
-    with pytest.raises(PromptFailed, match="execution_interrupted"):
+    with pytest.raises(PromptFailed, match="execution_interrupted"):  # not the hold's own timeout error
         comfy_server.wait(prompt_id, timeout=120)
-    sampled = [m for m in comfy_server.messages_for(prompt_id, "progress") if m["data"]["node"] == "10"]
-    assert sampled[-1]["data"]["value"] < 250  # it stopped, it did not run to the end
+    sampled = [m["data"]["value"] for m in comfy_server.messages_for(prompt_id, "progress") if m["data"]["node"] == "10"]
+    assert max(sampled) < hold_at  # stopped at the held step: no step after the cancel ran
     entry = comfy_server.run(edit_graph(tiny_checkpoint.name, uploaded_clip, frames=2, tune_steps=1, steps=2,
                                         prefix="after_cancel"))
     assert len(comfy_server.output_files(entry)) == 2

@@ -1,4 +1,5 @@
-"""EI2DDIMInvert and EI2Sample in-process: the exact schedule, the round trip, progress, cancel, bad input."""
+"""EI2DDIMInvert, EI2Sample and EI2DDIMSampler in-process: the exact schedule, the round trip, progress,
+cancel, bad input, the steps limit, and the SAMPLER in SamplerCustom."""
 from __future__ import annotations
 
 import logging
@@ -6,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from ei2.ddim import ddim_invert, ddim_sigmas
+from ei2.ddim import ddim_invert, ddim_sample, ddim_sigmas
 from harness.checkpoint import random_conditioning, small_sd15_model
 from harness.graphs import INFLATE_DEFAULTS
 
@@ -39,15 +40,33 @@ def sample(pack, model, latent, steps=10, cfg=1.0, eta=0.0, seed=0, positive=Non
             model, positive or random_conditioning(5), random_conditioning(6), latent, steps, cfg, eta, seed)[0]
 
 
+def smooth_denoiser(x, sigma):
+    """x0 of a smooth ε-model, ε = 0.5·tanh(x_t), for σ-space x: DDIM's only error is its discretisation."""
+    sigma = sigma.view(-1, 1, 1, 1)
+    return x - sigma * 0.5 * torch.tanh(x / torch.sqrt(1 + sigma**2))
+
+
+def smooth_model():
+    """The tiny MODEL with its UNet replaced by ``smooth_denoiser`` (ComfyUI's wrapper returns x0)."""
+    smooth = small_sd15_model().clone()
+    smooth.set_model_unet_function_wrapper(lambda apply_model, args: smooth_denoiser(args["input"], args["timestep"]))
+    return smooth
+
+
 def test_registered_with_tooltips_and_defaults(pack):
     invert_inputs = pack.NODE_CLASS_MAPPINGS["EI2DDIMInvert"].INPUT_TYPES()["required"]
     sample_inputs = pack.NODE_CLASS_MAPPINGS["EI2Sample"].INPUT_TYPES()["required"]
+    sampler_inputs = pack.NODE_CLASS_MAPPINGS["EI2DDIMSampler"].INPUT_TYPES()["required"]
     assert list(invert_inputs) == ["model", "latent", "conditioning", "steps"]
     assert list(sample_inputs) == ["model", "positive", "negative", "latent", "steps", "cfg", "eta", "seed"]
+    assert list(sampler_inputs) == ["eta"] and sampler_inputs["eta"][1]["default"] == 0.0
     assert invert_inputs["steps"][1]["default"] == sample_inputs["steps"][1]["default"] == 50
     assert sample_inputs["cfg"][1]["default"] == 7.5 and "12.5" in sample_inputs["cfg"][1]["tooltip"]
     assert sample_inputs["eta"][1]["default"] == 0.0
-    assert all(spec.get("tooltip") for _, spec in [*invert_inputs.values(), *sample_inputs.values()])
+    assert all(spec.get("tooltip") for _, spec in [*invert_inputs.values(), *sample_inputs.values(), *sampler_inputs.values()])
+    sampler = pack.NODE_CLASS_MAPPINGS["EI2DDIMSampler"]
+    assert sampler.RETURN_TYPES == ("SAMPLER",) and sampler.CATEGORY == "EI²"
+    assert "exact schedule" in sampler.DESCRIPTION and pack.NODE_DISPLAY_NAME_MAPPINGS["EI2DDIMSampler"]
 
 
 def test_inversion_is_exactly_ddim_on_the_models_own_schedule(pack, video_model):
@@ -64,11 +83,11 @@ def test_inversion_is_exactly_ddim_on_the_models_own_schedule(pack, video_model)
     context = random_conditioning(5)[0][0].expand(FRAMES, -1, -1)
     options = {**video_model.model_options["transformer_options"], "cond_or_uncond": [0]}
 
-    def eps(x, sigma):
-        return (x - inner.apply_model(x, sigma.expand(FRAMES), c_crossattn=context, transformer_options=dict(options))) / sigma
+    def denoiser(x, sigma):
+        return inner.apply_model(x, sigma, c_crossattn=context, transformer_options=dict(options))
 
     with torch.inference_mode():
-        expected = ddim_invert(eps, inner.process_latent_in(source()["samples"]), sigmas) / sigmas[-1]
+        expected = ddim_invert(denoiser, inner.process_latent_in(source()["samples"]), sigmas) / sigmas[-1]
     torch.testing.assert_close(inverted["samples"], expected, atol=1e-4, rtol=1e-4)
 
 
@@ -87,13 +106,7 @@ def test_round_trip_reconstructs_the_source(pack, video_model):
 
 def test_round_trip_through_the_nodes_converges_for_a_smooth_model(pack):
     """With a smooth ε-model the only error left is DDIM's discretisation: it must shrink with the steps."""
-    smooth = small_sd15_model().clone()
-
-    def denoise(apply_model, args):  # ComfyUI's wrapper returns x0 for the σ-space input
-        x, sigma = args["input"], args["timestep"].view(-1, 1, 1, 1)
-        return x - sigma * 0.5 * torch.tanh(x / torch.sqrt(1 + sigma**2))
-
-    smooth.set_model_unet_function_wrapper(denoise)
+    smooth = smooth_model()
     errors = []
     for steps in (5, 20, 80):
         back = sample(pack, smooth, invert(pack, smooth, steps=steps), steps=steps)["samples"]
@@ -154,10 +167,94 @@ def test_progress_reaches_the_total_and_cancel_stops_within_a_step(pack, video_m
     assert torch.isfinite(sample(pack, video_model, inverted, steps=10)["samples"]).all()
 
 
-def test_a_plain_model_is_the_per_frame_baseline(pack):
+def frames_alone(run, latent):
+    """``run`` on each frame of ``latent`` as a one-frame clip, the results stacked back into a clip."""
+    samples = latent["samples"]
+    return torch.cat([run({**latent, "samples": samples[i:i + 1]})["samples"] for i in range(len(samples))])
+
+
+def test_a_plain_model_is_the_per_frame_baseline(pack, video_model):
+    """A plain MODEL inverts and samples each frame on its own: the clip's result is the frames' results."""
     plain = small_sd15_model()
-    back = sample(pack, plain, invert(pack, plain, steps=20), steps=20)["samples"]
-    assert back.shape == (FRAMES, 4, 4, 4) and torch.isfinite(back).all()
+    inverted = invert(pack, plain, steps=5)
+    torch.testing.assert_close(inverted["samples"], frames_alone(lambda one: invert(pack, plain, one, steps=5), source()),
+                               atol=1e-5, rtol=1e-5)
+    edited = sample(pack, plain, inverted, steps=5, cfg=7.5)["samples"]
+    # Up to float32 batching noise, which CFG 7.5 amplifies: ~1e-4 of values of up to ~20 (raw VAE latents).
+    torch.testing.assert_close(edited, frames_alone(lambda one: sample(pack, plain, one, steps=5, cfg=7.5), inverted),
+                               atol=2e-3, rtol=1e-4)
+    # The comparison can tell: in the video model the frames attend to each other.
+    video_inverted = invert(pack, video_model, steps=5)["samples"]
+    alone = frames_alone(lambda one: invert(pack, video_model, one, steps=5), source())
+    assert not torch.allclose(video_inverted, alone, atol=1e-3)
+
+
+def test_steps_up_to_the_limit_run_on_the_exact_schedule_and_beyond_are_refused(pack):
+    """At MAX_DDIM_STEPS the first σ is still below σ_max, so ComfyUI starts from noise·σ₀ unchanged (at σ_max
+    it would start from noise·√(1+σ₀²)); one step more is refused before anything runs."""
+    import comfy.model_management
+
+    limit = pack.nodes.adapter.sampling.MAX_DDIM_STEPS
+    assert pack.NODE_CLASS_MAPPINGS["EI2Sample"].INPUT_TYPES()["required"]["steps"][1]["max"] == limit
+    smooth = smooth_model()
+    inner = smooth.model
+    sigmas = ddim_sigmas(inner.model_sampling.sigmas, limit).float()
+    assert sigmas[0] < inner.model_sampling.sigma_max
+
+    inverted = invert(pack, smooth, steps=limit)
+    comfy.model_management.load_models_gpu([smooth])
+    with torch.inference_mode():
+        clean = inner.process_latent_in(source()["samples"])
+        noise = ddim_invert(smooth_denoiser, clean, sigmas.flip(0)) / sigmas[0]
+        expected = inner.process_latent_out(ddim_sample(smooth_denoiser, noise * sigmas[0], sigmas))
+    torch.testing.assert_close(inverted["samples"], noise, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(sample(pack, smooth, inverted, steps=limit)["samples"], expected, atol=1e-4, rtol=1e-4)
+
+    message = f"steps must be between 1 and {limit}, got {limit + 1}"
+    with pytest.raises(ValueError, match=message):
+        invert(pack, smooth, steps=limit + 1)
+    with pytest.raises(ValueError, match=message):
+        sample(pack, smooth, inverted, steps=limit + 1)
+
+
+def test_ddim_sampler_in_sampler_custom_is_ei2_sample_on_the_same_sigmas(pack):
+    """EI2DDIMSampler's SAMPLER in SamplerCustom / SamplerCustomAdvanced gives EI2Sample's result for the same
+    noise and seed, and both are the core DDIM driven straight through the model (η-noise from the seed)."""
+    import comfy.model_management
+    import comfy.sample
+    from comfy_extras.nodes_custom_sampler import CFGGuider, RandomNoise, SamplerCustom, SamplerCustomAdvanced
+
+    plain, seed, eta, steps = small_sd15_model(), 7, 0.5, 10
+    positive, negative = random_conditioning(5), random_conditioning(6)
+    empty = {"samples": torch.zeros(FRAMES, 4, 4, 4)}
+    inner = plain.model
+    sigmas = ddim_sigmas(inner.model_sampling.sigmas, steps).float()
+    with torch.inference_mode():
+        sampler = pack.NODE_CLASS_MAPPINGS["EI2DDIMSampler"]().get_sampler(eta)[0]
+        custom = SamplerCustom().sample(plain, True, seed, 1.0, positive, negative, sampler, sigmas, empty)[0]["samples"]
+        guider = CFGGuider().get_guider(plain, positive, negative, 1.0)[0]
+        advanced = SamplerCustomAdvanced().sample(RandomNoise().get_noise(seed)[0], guider, sampler, sigmas, empty)[0]["samples"]
+    torch.testing.assert_close(advanced, custom, atol=0, rtol=0)
+
+    noise = comfy.sample.prepare_noise(empty["samples"], seed)  # the noise SamplerCustom draws from its seed
+    inverted = {"samples": noise, "ei2_inversion": {"steps": steps, "frames": FRAMES, "sigma": float(sigmas[0]), "tuned_frames": None}}
+    ei2 = sample(pack, plain, inverted, steps=steps, cfg=1.0, eta=eta, seed=seed, positive=positive)["samples"]
+    torch.testing.assert_close(custom, ei2, atol=1e-5, rtol=1e-5)
+
+    comfy.model_management.load_models_gpu([plain])
+    context = positive[0][0].expand(FRAMES, -1, -1)
+    options = {**plain.model_options.get("transformer_options", {}), "cond_or_uncond": [0]}
+
+    def denoiser(x, sigma, **extra_args):  # cfg 1: the positive prompt alone
+        return inner.apply_model(x, sigma, c_crossattn=context, transformer_options=dict(options))
+
+    with torch.inference_mode():
+        direct = inner.process_latent_out(ddim_sample(denoiser, noise * sigmas[0], sigmas, extra_args={"seed": seed}, eta=eta))
+    torch.testing.assert_close(custom, direct, atol=1e-4, rtol=1e-4)
+    with torch.inference_mode():
+        deterministic = SamplerCustom().sample(plain, True, seed, 1.0, positive, negative,
+                                               pack.NODE_CLASS_MAPPINGS["EI2DDIMSampler"]().get_sampler(0.0)[0], sigmas, empty)
+    assert not torch.allclose(deterministic[0]["samples"], custom, atol=1e-3)  # η really adds noise
 
 
 def test_bad_input(pack, video_model, caplog):

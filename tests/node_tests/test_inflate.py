@@ -1,16 +1,20 @@
 """EI2InflateUNet in-process on a real ComfyUI: stock samplers, non-destruction, frame semantics, bad input."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+from collections import Counter
 
 import pytest
 import torch
 
-from harness.checkpoint import random_conditioning, small_sd15_model
+from harness.checkpoint import TINY_UNET, random_conditioning, sd15_model, small_sd15_model
 from harness.graphs import INFLATE_DEFAULTS
 
 FRAMES = 4
+# The small UNet's transformer blocks, as block_name() names them.
+BLOCKS = ("input_1_0", "input_3_0", "middle_0_0", "output_0_0", "output_1_0", "output_2_0", "output_3_0")
 
 
 @pytest.fixture
@@ -55,6 +59,52 @@ def record_predictions(model):
     return recorder, calls
 
 
+def record_batches(model):
+    """A clone that records each UNet call's ``cond_or_uncond`` (which conds its batch holds, in order)."""
+    batches = []
+
+    def wrapper(apply_model, args):
+        batches.append(list(args["cond_or_uncond"]))
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    recorder = model.clone()
+    recorder.set_model_unet_function_wrapper(wrapper)
+    return recorder, batches
+
+
+@contextlib.contextmanager
+def ei2_calls(pack, model):
+    """Record every frame-attention call as (frames, batch) and every temporal-module call as (block, frames, batch)."""
+    patching = pack.nodes.adapter.patching
+    calls = {"frame_attention": [], "temporal": []}
+    original = patching.frame_attention
+
+    def frame_attention(q, k, v, *, frames, **options):
+        calls["frame_attention"].append((frames, q.shape[0]))
+        return original(q, k, v, frames=frames, **options)
+
+    def temporal_hook(name):
+        return lambda module, args: calls["temporal"].append((name, args[1], args[0].shape[0]))
+
+    modules = patching.temporal_modules(model) or {}
+    hooks = [module.register_forward_pre_hook(temporal_hook(name)) for name, module in modules.items()]
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(patching, "frame_attention", frame_attention)  # the attn1 patch looks it up per call
+            yield calls
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def assert_ran_at_every_block(calls, evaluations, frames, batch, attention=True, temporal=True):
+    """Frame attention and the temporal modules ran once per block and UNet evaluation, each on clips of ``frames``."""
+    assert evaluations > 0
+    assert calls["frame_attention"] == ([(frames, batch)] * len(BLOCKS) * evaluations if attention else [])
+    assert Counter(name for name, _, _ in calls["temporal"]) == (Counter(BLOCKS * evaluations) if temporal else Counter())
+    assert all((seen, size) == (frames, batch) for _, seen, size in calls["temporal"])
+
+
 def fingerprint(model) -> str:
     digest = hashlib.sha256()
     for key, value in sorted(model.model.state_dict().items()):
@@ -76,27 +126,50 @@ def test_registered_with_tooltips(pack):
 
 @pytest.mark.parametrize("attention_type", ["ffam", "sparse_causal", "full", "per_frame"])
 @pytest.mark.parametrize("temporal_type", ["stam", "vanilla", "none"])
-def test_stock_ksampler_samples_the_inflated_model(comfyui, node, model, attention_type, temporal_type):
+def test_stock_ksampler_samples_the_inflated_model(comfyui, pack, node, model, attention_type, temporal_type):
     inflated = inflate(node, model, attention_type=attention_type, temporal_type=temporal_type)
-    samples = ksample(comfyui, inflated, latent_of())
+    recorder, batches = record_batches(inflated)
+    with ei2_calls(pack, inflated) as calls:
+        samples = ksample(comfyui, recorder, latent_of())
     assert samples.shape == (FRAMES, 4, 4, 4) and torch.isfinite(samples).all()
+    assert len(batches) == 2 and all(sorted(batch) == [0, 1] for batch in batches)  # 2 steps, cond + uncond
+    # per_frame is the image model's own attention: no patch; "none" has no temporal modules.
+    assert_ran_at_every_block(calls, len(batches), FRAMES, 2 * FRAMES, attention=attention_type != "per_frame",
+                              temporal=temporal_type != "none")
+    # STAM starts as the identity; vanilla's output bias and every cross-frame attention change the image model.
+    image = ksample(comfyui, model, latent_of())
+    if attention_type != "per_frame" or temporal_type == "vanilla":
+        assert not torch.allclose(samples, image)
+    else:
+        assert torch.equal(samples, image)
 
 
-def test_samplers_custom_and_advanced_and_one_frame(comfyui, node, model):
+def test_samplers_custom_and_advanced_and_one_frame(comfyui, pack, node, model):
     from comfy_extras.nodes_custom_sampler import BasicScheduler, KSamplerSelect, SamplerCustom
 
     inflated = inflate(node, model)
-    with torch.inference_mode():
+    recorder, batches = record_batches(inflated)
+    with torch.inference_mode(), ei2_calls(pack, inflated) as calls:
         advanced = comfyui.nodes.KSamplerAdvanced().sample(
-            inflated, "enable", 0, 2, 5.0, "euler", "normal", random_conditioning(1), random_conditioning(2),
+            recorder, "enable", 0, 2, 5.0, "euler", "normal", random_conditioning(1), random_conditioning(2),
             latent_of(), 0, 2, "disable")[0]["samples"]
-        sigmas = BasicScheduler().get_sigmas(inflated, "normal", 2, 1.0)[0]
+    assert torch.isfinite(advanced).all()
+    assert_ran_at_every_block(calls, len(batches), FRAMES, 2 * FRAMES)
+
+    recorder, batches = record_batches(inflated)
+    with torch.inference_mode(), ei2_calls(pack, inflated) as calls:
+        sigmas = BasicScheduler().get_sigmas(recorder, "normal", 2, 1.0)[0]
         sampler = KSamplerSelect().get_sampler("euler")[0]
-        custom = SamplerCustom().sample(inflated, True, 0, 5.0, random_conditioning(1), random_conditioning(2),
+        custom = SamplerCustom().sample(recorder, True, 0, 5.0, random_conditioning(1), random_conditioning(2),
                                         sampler, sigmas, latent_of())[0]["samples"]
-    assert torch.isfinite(advanced).all() and torch.isfinite(custom).all()
-    single = ksample(comfyui, inflated, latent_of(frames=1))
+    assert torch.isfinite(custom).all()
+    assert_ran_at_every_block(calls, len(batches), FRAMES, 2 * FRAMES)
+
+    recorder, batches = record_batches(inflated)
+    with ei2_calls(pack, inflated) as calls:
+        single = ksample(comfyui, recorder, latent_of(frames=1))
     assert single.shape == (1, 4, 4, 4) and torch.isfinite(single).all()
+    assert_ran_at_every_block(calls, len(batches), 1, 2)
 
 
 def open_output_maps(modules, scale=0.5):
@@ -222,6 +295,39 @@ def test_cond_and_uncond_halves_never_attend_to_each_other(comfyui, node, model)
     assert torch.equal(first, second)
 
 
+@pytest.mark.parametrize("placement", ["after_feedforward", "after_self_attention"])
+def test_several_conds_batched_together_or_one_by_one_give_the_same_clip(comfyui, pack, node, model, monkeypatch,
+                                                                        placement):
+    """Two combined prompts plus the negative make three clips per UNet evaluation (cond_or_uncond [0, 0, 1]).
+    ComfyUI batches them together when memory allows and one by one when it does not: every frame attention and
+    temporal call must see one clip of F frames either way, and the edit must not depend on the batching."""
+    import comfy.model_management
+
+    inflated = inflate(node, model, temporal_placement=placement)  # ffam: the frames of a clip see each other
+    open_output_maps(pack.nodes.adapter.patching.temporal_modules(inflated))
+    positive = comfyui.nodes.ConditioningCombine().combine(random_conditioning(10), random_conditioning(12))[0]
+
+    def sample():
+        recorder, batches = record_batches(inflated)
+        with ei2_calls(pack, inflated) as calls:
+            samples = ksample(comfyui, recorder, latent_of(), positive=positive)
+        return samples, batches, calls
+
+    together, batches, calls = sample()
+    assert len(batches) == 2 and all(sorted(batch) == [0, 0, 1] for batch in batches)  # 2 steps, 3 clips each
+    assert_ran_at_every_block(calls, len(batches), FRAMES, 3 * FRAMES)
+
+    # No free memory: ComfyUI's batching then falls back to one cond per UNet call.
+    monkeypatch.setattr(comfy.model_management, "get_free_memory", lambda *args, **kwargs: 0)
+    one_by_one, batches, calls = sample()
+    assert sorted(map(tuple, batches)) == [(0,)] * 4 + [(1,)] * 2  # 2 steps × (2 prompts + the negative)
+    assert_ran_at_every_block(calls, len(batches), FRAMES, FRAMES)
+
+    torch.testing.assert_close(one_by_one, together, atol=1e-4, rtol=1e-4)
+    # The comparison can fail: the second prompt is really sampled.
+    assert not torch.allclose(ksample(comfyui, inflated, latent_of()), together, atol=1e-2)
+
+
 def test_lora_before_and_after_inflation(comfyui, node, model):
     import comfy.sd
 
@@ -255,18 +361,54 @@ def test_temporal_modules_are_fp32_named_and_managed(comfyui, pack, node, model)
     assert not torch.equal(flat(modules), flat(other_seed))
 
 
-def test_temporal_modules_compute_in_fp32_inside_a_half_precision_unet(comfyui, pack):
-    modules = None
-    half = small_sd15_model()
-    half.model.diffusion_model.to(torch.bfloat16)
-    half.model.manual_cast_dtype = None
-    node = pack.NODE_CLASS_MAPPINGS["EI2InflateUNet"]()
-    inflated = inflate(node, half)
-    modules = pack.nodes.adapter.patching.temporal_modules(inflated)
-    assert all(p.dtype == torch.float32 for p in modules.parameters())
-    x = torch.randn(2 * FRAMES, 16, 32, dtype=torch.bfloat16)
-    out = modules["input_1_0"](x, FRAMES)
-    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+def predicted_noise(comfyui, model):
+    """σ·ε of a one-step sample's UNet evaluation (x - denoised: what the UNet computes, without the input x)."""
+    predicted = []
+
+    def wrapper(apply_model, args):
+        denoised = apply_model(args["input"], args["timestep"], **args["c"])
+        predicted.append(args["input"] - denoised)
+        return denoised
+
+    recorder = model.clone()
+    recorder.set_model_unet_function_wrapper(wrapper)
+    ksample(comfyui, recorder, latent_of(), steps=1)
+    [only] = predicted
+    return only
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_unet_runs_close_to_fp32_with_fp32_temporal_modules(comfyui, pack, node, dtype):
+    """A UNet whose weights and compute are half precision (ComfyUI without manual cast, as on a GPU that runs it)
+    feeds its half features to fp32 temporal modules, which compute in fp32 and hand back the UNet's dtype."""
+    temporal_modules = pack.nodes.adapter.patching.temporal_modules
+    half_model = sd15_model({**TINY_UNET, "model_channels": 32}, dtype=dtype)  # small_sd15_model's weights, rounded
+    assert half_model.model.get_dtype() == dtype and half_model.model.manual_cast_dtype is None
+    full, half = inflate(node, small_sd15_model()), inflate(node, half_model)
+    open_output_maps(temporal_modules(full))
+    with torch.inference_mode(False), torch.no_grad():
+        temporal_modules(half).load_state_dict(temporal_modules(full).state_dict())
+    module = temporal_modules(half)["input_1_0"]
+    seen = {}
+    hooks = [module.register_forward_hook(lambda m, args, out: seen.update(features=args[0].dtype, out=out.dtype)),
+             module.to_q.register_forward_pre_hook(lambda m, args: seen.update(compute=args[0].dtype))]
+    try:
+        with ei2_calls(pack, half) as calls:
+            predicted = predicted_noise(comfyui, half)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert_ran_at_every_block(calls, 1, FRAMES, 2 * FRAMES)
+    assert seen == {"features": dtype, "compute": torch.float32, "out": dtype}
+    assert all(p.dtype == torch.float32 for p in temporal_modules(half).parameters())
+    assert torch.isfinite(predicted).all()
+
+    reference = predicted_noise(comfyui, full)
+    error = ((predicted - reference).norm() / reference.norm()).item()
+    # Rounding grows through the UNet's layers: measured ~6 units of the dtype's precision, allowed 16.
+    assert error < 16 * torch.finfo(dtype).eps
+    effect = ((predicted_noise(comfyui, small_sd15_model()) - reference).norm() / reference.norm()).item()
+    assert effect > 2 * error  # the comparison is not swamped by rounding: inflating changes more than that
 
 
 @pytest.mark.parametrize("config_name", ["SDXL", "SD20", "SD3", "Flux"])
