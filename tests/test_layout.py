@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOOLING = ROOT / "ei2" / "cli"
 CORE = sorted(p for p in (ROOT / "ei2").rglob("*.py") if TOOLING not in p.parents and p.name != "__main__.py")
 ADAPTER = sorted((ROOT / "nodes" / "adapter").glob("*.py"))
-SOURCE = sorted([*(ROOT / "ei2").rglob("*.py"), *(ROOT / "nodes").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")])
+SOURCE = sorted([*(ROOT / "ei2").rglob("*.py"), *(ROOT / "nodes").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")])
 # What the method may not reach for: ComfyUI's modules, and processes, sockets or threads.
 NOT_IN_CORE = ("comfy", "comfy_extras", "folder_paths", "nodes", "server", "latent_preview", "execution",
                "subprocess", "multiprocessing", "socket", "threading", "urllib", "http")
