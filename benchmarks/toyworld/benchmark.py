@@ -34,7 +34,7 @@ class SourceClip:
     scene: Scene
     end: tuple[float, float]
     path: str
-    edits: dict  # edit kind -> target scene attributes, e.g. {"colour": {"colour": "blue"}}
+    edits: dict  # edited scene attribute (the edit kind) -> its new value, e.g. {"colour": "blue"}
 
     def frames(self, count: int) -> np.ndarray:
         return render_clip(clip_scenes(self.scene, self.end, count, self.path))
@@ -45,17 +45,17 @@ class SourceClip:
 
 SOURCE_CLIPS = (
     SourceClip("red circle, line", Scene("red", "circle", "grey", (8.0, 9.0), 6.5), (24.0, 23.0), "line",
-               {"colour": {"colour": "blue"}, "shape": {"shape": "square"}, "background": {"background": "white"}}),
+               {"colour": "blue", "shape": "square", "background": "white"}),
     SourceClip("blue square, arc", Scene("blue", "square", "white", (9.0, 16.0), 6.0), (23.0, 16.0), "arc",
-               {"colour": {"colour": "yellow"}, "shape": {"shape": "circle"}, "background": {"background": "black"}}),
+               {"colour": "yellow", "shape": "circle", "background": "black"}),
     SourceClip("yellow triangle, line", Scene("yellow", "triangle", "black", (23.0, 9.0), 6.5), (9.0, 23.0), "line",
-               {"colour": {"colour": "red"}, "shape": {"shape": "square"}, "background": {"background": "grey"}}),
+               {"colour": "red", "shape": "square", "background": "grey"}),
     SourceClip("green square, line", Scene("green", "square", "black", (9.0, 22.0), 6.0), (23.0, 10.0), "line",
-               {"colour": {"colour": "yellow"}, "shape": {"shape": "triangle"}, "background": {"background": "white"}}),
+               {"colour": "yellow", "shape": "triangle", "background": "white"}),
     SourceClip("red triangle, arc", Scene("red", "triangle", "white", (16.0, 8.5), 6.0), (16.0, 23.5), "arc",
-               {"colour": {"colour": "green"}, "shape": {"shape": "circle"}, "background": {"background": "black"}}),
+               {"colour": "green", "shape": "circle", "background": "black"}),
     SourceClip("yellow circle, arc", Scene("yellow", "circle", "grey", (21.0, 21.0), 6.5), (11.0, 11.0), "arc",
-               {"colour": {"colour": "blue"}, "shape": {"shape": "triangle"}, "background": {"background": "black"}}),
+               {"colour": "blue", "shape": "triangle", "background": "black"}),
 )
 
 
@@ -79,13 +79,14 @@ def run_case(model: ToyT2I, clip: SourceClip, inflation: Inflation, settings: Ed
     recon = clip_metrics(source, reconstruction, clip.prompt(), reconstruction=reconstruction)
     rows = [{"clip": clip.name, "edit": "reconstruction", "final_loss": _final_loss(tuned.losses),
              "seconds": tuned.seconds, **recon}]
-    for kind, changes in clip.edits.items():
+    for kind, value in clip.edits.items():
         if edit_kinds is not None and kind not in edit_kinds:
             continue
         began = time.monotonic()
-        edited = tuned.sample(clip.prompt(**changes))
+        prompt = clip.prompt(**{kind: value})
+        edited = tuned.sample(prompt)
         rows.append({"clip": clip.name, "edit": kind, "seconds": time.monotonic() - began,
-                     **clip_metrics(source, edited, clip.prompt(**changes))})
+                     **clip_metrics(source, edited, prompt)})
     return rows
 
 

@@ -58,6 +58,6 @@ def test_benchmark_clips_stay_inside_the_frame_and_edit_one_attribute_each():
             border = np.concatenate([frame[0], frame[-1], frame[:, 0], frame[:, -1]])
             assert (border == frame[0, 0]).all(), clip.name
         source = parse_caption(clip.prompt())
-        for kind, changes in clip.edits.items():
-            target = parse_caption(clip.prompt(**changes))
+        for kind, value in clip.edits.items():
+            target = parse_caption(clip.prompt(**{kind: value}))
             assert sum(a != b for a, b in zip(source, target)) == 1, (clip.name, kind)
