@@ -23,7 +23,8 @@ from benchmarks import common  # noqa: E402
 REFERENCE_STEPS = 500
 
 
-def measure(device, dtype_name, width, resolution, frames, checkpointing, steps):
+def measure(device, dtype_name, width, resolution, frames, checkpointing, steps, frames_per_step=None):
+    """Median seconds per step (the first excluded) and the peak memory of the whole ``tune`` call."""
     import torch
 
     comfy, pack = common.comfyui(device)
@@ -40,7 +41,8 @@ def measure(device, dtype_name, width, resolution, frames, checkpointing, steps)
     with common.PeakMemory(device) as memory:
         start = time.perf_counter()
         adapter.training.tune(video, latents, common.random_conditioning(0), steps=steps, learning_rate=3e-5,
-                     train="temporal_and_queries", seed=0, gradient_checkpointing=checkpointing, on_step=on_step)
+                              train="temporal_and_queries", seed=0, gradient_checkpointing=checkpointing,
+                              frames_per_step=frames_per_step, on_step=on_step)
     per_step = [b - a for a, b in zip(stamps, stamps[1:])] or [stamps[0] - start]
     return statistics.median(per_step), memory.peak
 

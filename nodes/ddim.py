@@ -6,6 +6,18 @@ from .adapter import sampling
 
 STEPS = ("INT", {"default": 50, "min": 1, "max": sampling.MAX_DDIM_STEPS, "tooltip":
                  "DDIM steps (Tune-A-Video: 50). Use the same number for EI2DDIMInvert and EI2Sample."})
+CONTEXT = {
+    "context_frames": ("INT", {"default": sampling.DEFAULT_CONTEXT.frames, "min": 1, "max": 4096, "tooltip":
+        "Frames the model sees at once. A longer clip is processed in overlapping windows of this many frames, "
+        "blended at every step, so memory follows the window, not the clip. A clip up to this long is one window, exactly as without windows. Use the same "
+        "value for EI2DDIMInvert and EI2Sample, ideally EI2OneShotTune's frames_per_step."}),
+    "context_overlap": ("INT", {"default": sampling.DEFAULT_CONTEXT.overlap, "min": 0, "max": 4095, "tooltip":
+        "Frames shared by neighbouring windows (at least; the last window ends on the clip's last frame). "
+        "More overlap: smoother seams, more windows to run. Must be smaller than context_frames."}),
+    "context_anchor": ("BOOLEAN", {"default": sampling.DEFAULT_CONTEXT.anchor, "tooltip":
+        "Also show every window the clip's first frame, as a shared reference (one frame more per window). "
+        "It made no measurable difference in our benchmark (docs/benchmarks.md); try it where windows drift apart."}),
+}
 
 
 class EI2DDIMInvert:
@@ -26,10 +38,12 @@ class EI2DDIMInvert:
             "conditioning": ("CONDITIONING", {"tooltip": "The prompt to invert with. Tune-A-Video uses an empty "
                                                          "prompt; the source prompt often reconstructs better."}),
             "steps": STEPS,
-        }}
+        }, "optional": CONTEXT}
 
-    def invert(self, model, latent, conditioning, steps):
-        return (sampling.invert(model, latent, conditioning, steps),)
+    def invert(self, model, latent, conditioning, steps, context_frames=sampling.DEFAULT_CONTEXT.frames,
+               context_overlap=sampling.DEFAULT_CONTEXT.overlap, context_anchor=sampling.DEFAULT_CONTEXT.anchor):
+        context = sampling.ContextWindows(context_frames, context_overlap, context_anchor)
+        return (sampling.invert(model, latent, conditioning, steps, context=context),)
 
 
 class EI2Sample:
@@ -56,10 +70,14 @@ class EI2Sample:
                               "noise each step, drawn from the seed."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip":
                              "Seed for the noise that eta > 0 adds; unused at eta 0."}),
-        }}
+        }, "optional": CONTEXT}
 
-    def sample(self, model, positive, negative, latent, steps, cfg, eta, seed):
-        return (sampling.sample(model, positive, negative, latent, steps=steps, cfg=cfg, eta=eta, seed=seed),)
+    def sample(self, model, positive, negative, latent, steps, cfg, eta, seed,
+               context_frames=sampling.DEFAULT_CONTEXT.frames, context_overlap=sampling.DEFAULT_CONTEXT.overlap,
+               context_anchor=sampling.DEFAULT_CONTEXT.anchor):
+        context = sampling.ContextWindows(context_frames, context_overlap, context_anchor)
+        return (sampling.sample(model, positive, negative, latent, steps=steps, cfg=cfg, eta=eta, seed=seed,
+                                context=context),)
 
 
 class EI2DDIMSampler:

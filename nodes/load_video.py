@@ -1,9 +1,10 @@
-"""LoadVideoFrames: a video file from ComfyUI's input folder becomes an IMAGE batch of frames.
+"""LoadVideoFrames: a video file from ComfyUI's input folder becomes an IMAGE batch of frames and their sound.
 
 The work is done in ``nodes/video/``: which files may be read (``paths``), the settings' limits
 (``settings``), sizes (``resize``: final sizes are rounded down to a multiple of 8 for the VAE),
-free RAM (``memory``) and the decoding loop (``decode``). Problems are ``ValueError`` messages a user
-can act on.
+free RAM (``memory``), the decoding loop (``decode``) and the sound of the selected frames (``audio``).
+Problems are ``ValueError`` messages a user can act on. The audio output comes last, so links saved by
+earlier versions (by output index) keep their meaning.
 """
 from __future__ import annotations
 
@@ -19,18 +20,23 @@ class LoadVideoFrames:
     """Loads frames of a video from ComfyUI's input folder as an IMAGE batch."""
 
     CATEGORY = "EI²"
-    RETURN_TYPES = ("IMAGE", "INT", "FLOAT")
-    RETURN_NAMES = ("frames", "frame_count", "fps")
+    RETURN_TYPES = ("IMAGE", "INT", "FLOAT", "AUDIO")
+    RETURN_NAMES = ("frames", "frame_count", "fps", "audio")
     OUTPUT_TOOLTIPS = (
         "The selected frames in order as one IMAGE batch [frames, height, width, 3]: RGB, 0..1.",
         "How many frames were loaded (the frames that really decoded, not the file's claimed count).",
         "Frame rate of the loaded frames: the video's frame rate divided by select_every_nth.",
+        "The sound of the loaded frames, for CreateVideo's audio input: from the first loaded frame to the end of "
+        "the last (frame_count / fps seconds), at the video's sample rate; more than 2 channels are mixed down to "
+        "stereo. Where the video's sound is shorter, the rest is silence (a warning in the log); a video without "
+        "sound gives silence.",
     )
     FUNCTION = "load"
     DESCRIPTION = (
         "Loads a video (mp4, webm, mov, mkv, avi, gif) from ComfyUI's input folder as a batch of frames, "
         "ready for VAE Encode. Pick frames with skip_first_frames, select_every_nth and frame_load_cap, and "
-        "resize with width/height. Sizes are rounded down to multiples of 8. Refuses, with a message, "
+        "resize with width/height. Sizes are rounded down to multiples of 8. The audio output is the sound of "
+        "the loaded frames, as long as they last. Refuses, with a message, "
         "selections that would not fit into free RAM and files outside the input folder."
     )
 

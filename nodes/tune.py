@@ -40,14 +40,24 @@ class EI2OneShotTune:
                 "Seed for the noise and timesteps drawn while tuning."}),
             "gradient_checkpointing": ("BOOLEAN", {"default": True, "tooltip":
                 "Recompute activations in the backward pass: much less memory, about a third slower."}),
+        }, "optional": {
+            "frames_per_step": ("INT", {"default": 16, "min": 1, "max": 4096, "tooltip":
+                "Frames in each training step (Tune-A-Video's n_sample_frames): every step tunes on a window of "
+                "this many frames from a random place in the clip, so memory follows the window, not the clip. "
+                "A clip up to this long is used whole. Match EI2DDIMInvert's and EI2Sample's context_frames."}),
+            "frame_stride": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip":
+                "Take every n-th frame into a window (Tune-A-Video's sample_frame_rate): 2 tunes on faster "
+                "motion over a longer stretch of the clip."}),
         }}
 
-    def tune(self, model, latent, conditioning, steps, learning_rate, train, seed, gradient_checkpointing):
+    def tune(self, model, latent, conditioning, steps, learning_rate, train, seed, gradient_checkpointing,
+             frames_per_step=16, frame_stride=1):
         progress = Progress(steps, console="EI² tuning")
         try:
             tuned, losses = training.tune(
                 model, latent["samples"], conditioning, steps=steps, learning_rate=learning_rate, train=train,
-                seed=seed, gradient_checkpointing=gradient_checkpointing,
+                seed=seed, gradient_checkpointing=gradient_checkpointing, frames_per_step=frames_per_step,
+                frame_stride=frame_stride,
                 on_step=lambda step, loss: progress.step(loss=f"{loss:.4f}"))
         except LossNotFinite as error:
             raise ValueError(f"Tuning stopped: {error}. Lower learning_rate (e.g. 1e-5) and check that the LATENT "

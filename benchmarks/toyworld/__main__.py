@@ -5,6 +5,8 @@
     python -m benchmarks.toyworld edit --clip CLIP.mp4 --source-prompt "…" --prompt "…" \
         [--attention ffam] [--temporal stam] [--seed 0] --out OUT.mp4
     python -m benchmarks.toyworld benchmark [--quick] [--doc docs/benchmarks.md]
+    python -m benchmarks.toyworld windows [--quick] [--frames 48] [--context-frames 16] [--context-overlap 4] \
+        [--doc docs/benchmarks.md]
 """
 from __future__ import annotations
 
@@ -72,6 +74,15 @@ def main(argv=None):
     bench.add_argument("--frames", type=int, default=8)
     bench.add_argument("--doc", type=Path, default=Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md",
                        help="markdown file whose toyworld section is (re)written")
+    windows = commands.add_parser("windows", help="context windows' seams against one window; prints a table")
+    add_edit_options(windows)
+    windows.add_argument("--quick", action="store_true", help="one clip (a smoke run)")
+    windows.add_argument("--frames", type=int, default=48)
+    windows.add_argument("--clips", type=int, default=3, help="how many of the benchmark's source clips")
+    windows.add_argument("--context-frames", type=int, default=16)
+    windows.add_argument("--context-overlap", type=int, default=4)
+    windows.add_argument("--frames-per-step", type=int, help="tuning window (default: --context-frames)")
+    windows.add_argument("--doc", type=Path, help="markdown file whose windows table is (re)written")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -88,6 +99,10 @@ def main(argv=None):
         from benchmarks.toyworld.commands import edit_command
 
         edit_command(args)
+    elif args.command == "windows":
+        from benchmarks.toyworld.commands import windows_command
+
+        windows_command(args)
     elif args.command == "benchmark":
         from benchmarks.toyworld.commands import benchmark_command
 

@@ -1,8 +1,10 @@
-"""The ``edit`` and ``benchmark`` commands (argument parsing lives in ``__main__``)."""
+"""The ``edit``, ``benchmark`` and ``windows`` commands (argument parsing lives in ``__main__``)."""
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
+from pathlib import Path
 
 from .benchmark import Plan, SOURCE_CLIPS, run_plan
 from .edit import EditSettings, edit_clip
@@ -50,3 +52,45 @@ def benchmark_command(args) -> None:
     note = f"Toy model `{args.weights.name}` ({trained} training steps)"
     write_section(args.doc, render_report(results, plan, note, minutes), before_marker=GENERATED)
     print(f"{minutes:.1f} min; table written to {args.doc}")
+
+
+WINDOWS_BEGIN, WINDOWS_END = "<!-- toyworld-windows:begin -->", "<!-- toyworld-windows:end -->"
+
+
+def write_windows_section(path: Path, table: str) -> None:
+    """Replace the windows table in ``path``, or put it before the generated part (after the edit benchmark's
+    section, which ``benchmark`` rewrites on its own)."""
+    path = Path(path)
+    section = f"{WINDOWS_BEGIN}\n{table.rstrip()}\n{WINDOWS_END}\n"
+    text = path.read_text() if path.exists() else ""
+    if WINDOWS_BEGIN in text and WINDOWS_END in text:
+        head, rest = text.split(WINDOWS_BEGIN, 1)
+        text = head + section.rstrip("\n") + rest.split(WINDOWS_END, 1)[1]
+    elif GENERATED in text:
+        head, tail = text.split(GENERATED, 1)
+        text = head + section + "\n" + GENERATED + tail
+    else:
+        text = text + ("\n" if text and not text.endswith("\n") else "") + section
+    path.write_text(text)
+
+
+def windows_command(args) -> list:
+    from .windows import WindowPlan, quick_plan, render_table, run_plan
+
+    context = (args.context_frames, args.context_overlap)
+    settings = replace(settings_from(args), frames_per_step=args.frames_per_step or args.context_frames)
+    plan = WindowPlan(frames=args.frames, context=context, settings=settings)
+    plan = replace(plan, clips=plan.clips[:args.clips])
+    if args.quick:
+        plan = quick_plan(plan)
+    model = load_model(args.weights)
+    began = time.monotonic()
+    results = run_plan(model, plan, log=lambda line: print(line, flush=True))
+    minutes = (time.monotonic() - began) / 60
+    note = f"Toy model `{args.weights.name}` ({read_metadata(args.weights).get('steps')} training steps); "
+    table = render_table(results, plan, minutes, note)
+    print(table)
+    if args.doc is not None:
+        write_windows_section(args.doc, table)
+        print(f"table written to {args.doc}")
+    return results

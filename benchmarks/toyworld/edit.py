@@ -31,6 +31,7 @@ class EditSettings:
     ddim_steps: int = 25
     guidance: float = 7.5  # the pack's EI2Sample default
     seed: int = 0
+    frames_per_step: int | None = None  # each tuning step's window of frames (ei2.tuning); None: the whole clip
 
 
 @dataclass
@@ -79,27 +80,35 @@ class TunedClip:
                                          1.0).numpy())
 
 
-def tune_and_invert(model: ToyT2I, clip: np.ndarray, source_prompt: str, inflation: Inflation,
-                    settings: EditSettings = EditSettings()) -> TunedClip:
-    """Inflate, one-shot tune on ``clip`` ``(F, H, W, 3)`` uint8 with ``source_prompt``, DDIM-invert it."""
-    began = time.monotonic()
-    frames = clip.shape[0]
+def tune(model: ToyT2I, clip: np.ndarray, source_prompt: str, inflation: Inflation,
+         settings: EditSettings = EditSettings()) -> tuple[ToyT2I, list]:
+    """Inflate and one-shot tune on ``clip`` ``(F, H, W, 3)`` uint8 with ``source_prompt``: ``(video model, losses)``."""
     x0 = torch.from_numpy(to_tensor_range(clip))
     video = inflate(model, inflation)
     losses = []
     if settings.tune_steps > 0 and (inflation.temporal_type != "none" or settings.train != "temporal"):
         params = trainable_parameters(video, settings.train)
-        context = video.text.encode([source_prompt]).expand(frames, -1, -1)
+        context = video.text.encode([source_prompt])
 
         def predict_eps(x, sigma):
-            return video.predict_eps(x, sigma.expand(frames), context, frames)
+            frames = x.shape[0]  # the step's window (frames_per_step), the whole clip by default
+            return video.predict_eps(x, sigma.expand(frames), context.expand(frames, -1, -1), frames)
 
         losses = one_shot_tune(predict_eps, x0, schedule_sigmas(), params, steps=settings.tune_steps,
-                               learning_rate=settings.learning_rate, seed=settings.seed)
+                               learning_rate=settings.learning_rate, seed=settings.seed,
+                               frames_per_step=settings.frames_per_step)
         video.requires_grad_(False)
         settle_temporal(video)
-    video.eval()
-    noise = _invert(video, x0, source_prompt, ddim_sigmas(schedule_sigmas(), settings.ddim_steps), frames)
+    return video.eval(), losses
+
+
+def tune_and_invert(model: ToyT2I, clip: np.ndarray, source_prompt: str, inflation: Inflation,
+                    settings: EditSettings = EditSettings()) -> TunedClip:
+    """Inflate, one-shot tune on ``clip`` ``(F, H, W, 3)`` uint8 with ``source_prompt``, DDIM-invert it."""
+    began = time.monotonic()
+    video, losses = tune(model, clip, source_prompt, inflation, settings)
+    x0 = torch.from_numpy(to_tensor_range(clip))
+    noise = _invert(video, x0, source_prompt, ddim_sigmas(schedule_sigmas(), settings.ddim_steps), clip.shape[0])
     return TunedClip(video, noise, source_prompt, settings, losses, time.monotonic() - began)
 
 

@@ -33,7 +33,8 @@ def parser() -> argparse.ArgumentParser:
 def _common(command, **defaults) -> None:
     command.add_argument("--checkpoint", help="SD 1.x checkpoint: a file path, or a name in ComfyUI's models/checkpoints "
                                               f"(default {edit.DEFAULT_CHECKPOINT})")
-    command.add_argument("--frames", type=int, default=defaults["frames"], help="frames to edit (8-24 typical)")
+    command.add_argument("--frames", type=int, default=defaults["frames"],
+                         help="frames to edit; more than 16 are tuned, inverted and sampled in 16-frame windows")
     command.add_argument("--size", type=int, default=defaults["size"], help="width and height in pixels")
     command.add_argument("--steps", type=int, default=defaults["steps"], help="DDIM steps for inversion and sampling")
     command.add_argument("--tune-steps", type=int, default=defaults["tune_steps"], help="one-shot tuning steps")

@@ -1,17 +1,28 @@
 """DDIM inversion and sampling (``ei2.ddim``) on ComfyUI's sampling machinery: conds, CFG, model loading,
-previews, the progress bar and cancel behave as in ComfyUI's own samplers."""
+previews, the progress bar and cancel behave as in ComfyUI's own samplers.
+
+A clip longer than ``context_frames`` runs in context windows (``ei2.context_windows``): every model
+call is split into windows, each a clip of its own to ComfyUI (conds, CFG, batching), and ComfyUI
+plans its memory (how much of the model to load) for one window, not for the whole clip.
+"""
 from __future__ import annotations
 
 import logging
 
 import torch
 
+from ...ei2.context_windows import ContextWindows
 from ...ei2.ddim import ddim_invert, ddim_sample, ddim_sigmas
 from .patching import check_latent
+from .runtime import stop_if_cancelled
 from .tuned_state import tuned_frames
 
 INVERSION_KEY = "ei2_inversion"  # in an inverted LATENT: how it was made, for EI2Sample
 MAX_DDIM_STEPS = 250  # keeps the first σ below the schedule's σ_max, where ComfyUI would rescale the start
+CONTEXT_KEY = "ei2_context_windows"
+# AnimateDiff's window length: a clip up to 16 frames is one window. No anchor: in the toy world it gained
+# nothing measurable, for one frame more per window (docs/benchmarks.md).
+DEFAULT_CONTEXT = ContextWindows(frames=16, overlap=4, anchor=False)
 
 
 def ddim_sampler(eta: float):
@@ -26,39 +37,64 @@ def _check_steps(steps: int) -> None:
         raise ValueError(f"steps must be between 1 and {MAX_DDIM_STEPS}, got {steps}.")
 
 
-def _run_sampler(model, sampler, sigmas, latent, noise, positive, negative, cfg, seed):
+def _windowed_sampler(sampler_function, context: ContextWindows, **extra_options):
+    """A SAMPLER running ``sampler_function`` with every model call in ``context``'s windows."""
+    import comfy.samplers
+
+    return comfy.samplers.KSAMPLER(context.sampler(sampler_function, before_window=stop_if_cancelled),
+                                   extra_options=extra_options)
+
+
+def _planned_for_one_window(model, frames: int, context: ContextWindows):
+    """A clone of ``model`` for which ComfyUI sizes its memory for one window (with its anchor), not all frames."""
+    import comfy.patcher_extension
+
+    window = context.largest_call(frames)
+    if window == frames:
+        return model
+
+    def prepare_sampling(executor, model, noise_shape, *args, **kwargs):
+        return executor(model, [window, *noise_shape[1:]], *args, **kwargs)
+
+    planned = model.clone()
+    planned.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING, CONTEXT_KEY, prepare_sampling)
+    return planned
+
+
+def _run_sampler(model, sampler, sigmas, latent, noise, positive, negative, cfg, seed, context):
     """Run a SAMPLER through ComfyUI (conds, CFG, model loading, previews, progress, cancel); ``seed`` seeds η-noise."""
     import comfy.sample
     import comfy.utils
     import latent_preview
 
+    model = _planned_for_one_window(model, latent.shape[0], context)
     callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
     return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
                                       callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
 
 
-def invert(model, latent: dict, conditioning, steps: int) -> dict:
-    """DDIM-invert a clip (η = 0, no CFG) to its starting noise.
+def invert(model, latent: dict, conditioning, steps: int, context: ContextWindows = DEFAULT_CONTEXT) -> dict:
+    """DDIM-invert a clip (η = 0, no CFG) to its starting noise, in ``context``'s windows.
 
     Returns a LATENT whose ``samples`` are that noise at unit scale (like a sampler's fresh noise)
     and whose ``ei2_inversion`` entry tells EI2Sample the schedule it came from.
     """
-    import comfy.samplers
-
     samples = check_latent(latent, "latent")
     _check_steps(steps)
     sigmas = ddim_sigmas(model.get_model_object("model_sampling").sigmas, steps).flip(0).float()
     with torch.inference_mode():
         # Starting at σ = 0, ComfyUI's noise scaling leaves the clean latent as it is.
-        inverted = _run_sampler(model, comfy.samplers.KSAMPLER(ddim_invert), sigmas, samples, torch.zeros_like(samples),
-                                conditioning, conditioning, 1.0, 0)
+        inverted = _run_sampler(model, _windowed_sampler(ddim_invert, context), sigmas, samples,
+                                torch.zeros_like(samples), conditioning, conditioning, 1.0, 0, context)
         noise = model.model.process_latent_in(inverted) / sigmas[-1]
     return {"samples": noise, INVERSION_KEY: {"steps": steps, "frames": samples.shape[0],
                                              "sigma": float(sigmas[-1]), "tuned_frames": tuned_frames(model)}}
 
 
-def sample(model, positive, negative, latent: dict, *, steps: int, cfg: float, eta: float, seed: int) -> dict:
-    """DDIM-sample the edit from an inverted LATENT: ``samples`` are scaled to the first σ of the schedule."""
+def sample(model, positive, negative, latent: dict, *, steps: int, cfg: float, eta: float, seed: int,
+           context: ContextWindows = DEFAULT_CONTEXT) -> dict:
+    """DDIM-sample the edit from an inverted LATENT (``samples`` are scaled to the first σ of the schedule), in
+    ``context``'s windows."""
     noise = check_latent(latent, "latent")
     _check_steps(steps)
     if eta < 0:
@@ -69,12 +105,13 @@ def sample(model, positive, negative, latent: dict, *, steps: int, cfg: float, e
     if inversion["steps"] != steps:
         logging.warning("EI²: sampling with %d steps from a %d-step inversion; the edit will follow the source "
                         "less closely. Use the same steps for both.", steps, inversion["steps"])
-    frames = tuned_frames(model)
-    if frames is not None and frames != noise.shape[0]:
-        logging.warning("EI²: the model was tuned on %d frames and samples %d; the temporal modules accept any "
-                        "count, but the result is best on the tuned clip.", frames, noise.shape[0])
+    frames, window = tuned_frames(model), min(noise.shape[0], context.frames)
+    if frames is not None and frames != window:
+        logging.warning("EI²: the model was tuned on %d frames at a time and samples %d; the temporal modules accept "
+                        "any count, but the result is best when frames_per_step and context_frames agree.",
+                        frames, window)
     sigmas = ddim_sigmas(model.get_model_object("model_sampling").sigmas, steps).float()
     with torch.inference_mode():
-        edited = _run_sampler(model, ddim_sampler(eta), sigmas, torch.zeros_like(noise), noise, positive, negative,
-                              cfg, seed)
+        edited = _run_sampler(model, _windowed_sampler(ddim_sample, context, eta=eta), sigmas, torch.zeros_like(noise),
+                              noise, positive, negative, cfg, seed, context)
     return {"samples": edited}

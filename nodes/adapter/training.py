@@ -7,7 +7,7 @@ import torch
 import torch.utils.checkpoint
 
 from ...ei2.spectral import settle
-from ...ei2.tuning import TRAIN_SETS, one_shot_tune
+from ...ei2.tuning import TRAIN_SETS, one_shot_tune, window_length
 from .patching import attach_temporal_modules, check_latent, copy_of_temporal_modules, inflation_options, query_weight_keys
 from .tuned_state import set_query_deltas
 
@@ -106,12 +106,14 @@ def _unload(patcher) -> None:
 
 
 def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rate: float, train: str,
-         seed: int, gradient_checkpointing: bool = True, on_step=None):
+         seed: int, gradient_checkpointing: bool = True, frames_per_step: int | None = None, frame_stride: int = 1,
+         on_step=None):
     """One-shot tune an inflated MODEL on one clip; returns ``(tuned clone, losses)``. ``model`` is not touched.
 
     Tuned temporal modules live in the clone's own module container; tuned query projections are
     stored as ordinary ComfyUI weight patches (``diff``), so the result loads, offloads and
-    combines with LoRAs like any MODEL.
+    combines with LoRAs like any MODEL. Each step sees a window of ``frames_per_step`` frames
+    (default: the whole clip), every ``frame_stride``-th (see ``ei2.tuning``).
     """
     import comfy.model_management
 
@@ -120,6 +122,7 @@ def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rat
     if train not in TRAIN_SETS:
         raise ValueError(f"train={train!r} is not supported; choose one of {', '.join(TRAIN_SETS)}.")
     check_latent({"samples": latents}, "latent")
+    window = window_length(latents.shape[0], frames_per_step or latents.shape[0], frame_stride)
     if len(conditioning) != 1:
         raise ValueError(f"conditioning holds {len(conditioning)} prompts; connect one CLIPTextEncode with the source prompt.")
     tuned = model.clone()
@@ -147,14 +150,14 @@ def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rat
         training_copies = _use_training_copies(trainer, deltas)
         loaded = [trainer, *trainer.get_nested_additional_models()]
         comfy.model_management.load_models_gpu(loaded, force_full_load=True)
-        frames = latents.shape[0]
         x0 = trainer.model.process_latent_in(latents.clone()).to(device)
-        context = conditioning[0][0].clone().to(device).expand(frames, -1, -1)
+        context = conditioning[0][0].clone().to(device)
         options = trainer.model_options["transformer_options"]
 
         def predict_eps(x, sigma):
+            frames = x.shape[0]
             sigma = sigma.expand(frames)
-            denoised = trainer.model.apply_model(x, sigma, c_crossattn=context,
+            denoised = trainer.model.apply_model(x, sigma, c_crossattn=context.expand(frames, -1, -1),
                                                  transformer_options={**options, "cond_or_uncond": [0]})
             return (x - denoised) / sigma.view(-1, 1, 1, 1)
 
@@ -163,7 +166,8 @@ def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rat
             with _frozen([*trainer.model.diffusion_model.parameters(), *frozen]), checkpointing:
                 losses = one_shot_tune(
                     predict_eps, x0, trainer.model.model_sampling.sigmas, params, steps=steps,
-                    learning_rate=learning_rate, seed=seed, on_step=on_step,
+                    learning_rate=learning_rate, seed=seed, on_step=on_step, frames_per_step=window,
+                    frame_stride=frame_stride,
                     loss_scaling=device.type == "cuda" and trainer.model.get_dtype() == torch.float16)
         finally:
             for patcher in loaded:
@@ -171,6 +175,6 @@ def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rat
             _remove_weight_functions(trainer.model.diffusion_model, training_copies)
         if trained:
             settle(modules)  # the tuned spectral clips hold to ~1e-4 from the first sampling step on
-        info = dict(frames=frames, steps=steps, learning_rate=learning_rate, train=train, seed=seed)
+        info = dict(frames=window, steps=steps, learning_rate=learning_rate, train=train, seed=seed)
         set_query_deltas(tuned, {key: delta.detach().cpu() for key, delta in deltas.items()}, info)
     return tuned, losses

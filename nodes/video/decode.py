@@ -1,4 +1,4 @@
-"""The decoding loop: a video file becomes an IMAGE batch of the selected frames.
+"""The decoding loop: a video file becomes an IMAGE batch of the selected frames (and, through ``audio``, their sound).
 
 Decoding uses OpenCV (``cv2.VideoCapture``) and streams: frames that are not selected are only
 grabbed, never converted or kept. Header frame counts can be wrong (truncated files, some
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..adapter.runtime import Progress
+from .audio import load_audio
 from .memory import check_memory, check_memory_while_decoding
 from .paths import looks_like_text, resolve_video_path
 from .resize import output_size, plan_resize, resize_frame, to_rgb, to_uint8
@@ -72,8 +73,9 @@ def selected_count(total: int, skip: int, every_nth: int, cap: int) -> int:
 
 
 def load_video_frames(name: str, frame_load_cap: int = 0, skip_first_frames: int = 0, select_every_nth: int = 1,
-                      width: int = 0, height: int = 0, resize: str = "crop") -> tuple[torch.Tensor, int, float]:
-    """Decode the selected frames of ``name``: (IMAGE [F, H, W, 3] float32 0..1 RGB, F, fps / select_every_nth)."""
+                      width: int = 0, height: int = 0, resize: str = "crop") -> tuple[torch.Tensor, int, float, dict]:
+    """Decode the selected frames of ``name``: (IMAGE [F, H, W, 3] float32 0..1 RGB, F, fps / select_every_nth,
+    AUDIO of those frames' time span)."""
     check_settings(frame_load_cap, skip_first_frames, select_every_nth, width, height, resize)
     path = resolve_video_path(name)
     capture = open_capture(path, name)
@@ -131,7 +133,9 @@ def load_video_frames(name: str, frame_load_cap: int = 0, skip_first_frames: int
             f"'{name}' has only {decoded:,} frames, so skip_first_frames={skip_first_frames:,} leaves nothing; "
             f"set skip_first_frames below {decoded:,}."
         )
-    return _stack(kept), len(kept), fps / select_every_nth
+    # The sound follows the frames that really decoded (header counts can be wrong), after the capture is closed.
+    audio = load_audio(path, name, skip_first_frames, select_every_nth, len(kept), fps)
+    return _stack(kept), len(kept), fps / select_every_nth, audio
 
 
 def _stack(frames: list[np.ndarray]) -> torch.Tensor:

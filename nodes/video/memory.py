@@ -4,7 +4,8 @@ The frames the settings select (counted from the file's header) are priced at ``
 bytes: 4 for the float32 output plus 1 for the 8-bit frame held while decoding. Loading is refused
 when that exceeds the RAM that is free. Header frame counts can be wrong (truncated files, some
 containers); when more frames decode than the header announced, free RAM is checked again before
-each further frame.
+each further frame. The selection's sound (``audio``) is checked too: small beside the frames, except when
+a few frames spread over a long video (a large select_every_nth) span hours of it.
 """
 from __future__ import annotations
 
@@ -53,4 +54,16 @@ def check_memory_while_decoding(frames: int, size: tuple[int, int], header_total
         raise ValueError(
             f"The video has more frames than expected ({said}); at frame {frames:,} of {size[0]}×{size[1]} the "
             f"output would need {human_bytes(need)} more but {human_bytes(free)} are free; " + _LOWER
+        )
+
+
+def check_audio_memory(samples: int, channels: int, sample_rate: int) -> None:
+    """``ValueError`` when the sound of the selected frames (float32, decoded in place) does not fit into free RAM."""
+    need = samples * channels * 4
+    free = available_ram_bytes()
+    if need > free:
+        raise ValueError(
+            f"The sound of the selected frames ({samples / sample_rate:,.0f} s, "
+            f"{'mono' if channels == 1 else f'{channels} channels'} at {sample_rate:,} Hz) needs {human_bytes(need)} but {human_bytes(free)} are free; set frame_load_cap "
+            "(and a smaller select_every_nth) to select a shorter stretch of the video."
         )

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from ei2.tuning import one_shot_tune
@@ -71,3 +72,50 @@ def test_an_fp16_gradient_that_overflows_skips_the_step_and_halves_the_scale():
     _, raw, after = tune(overflowing_fp16_model(weight, gain), [weight], latents, steps=1, loss_scaling=False)
     torch.testing.assert_close(raw[0], torch.tensor([2 * 0.75]), rtol=1e-3, atol=0)
     assert after[0].item() < 1.0
+
+
+def windows_seen(frames, steps=60, **window):
+    """The frame indices of each step's window: the latents hold their frame's index and σ ≈ 0, so x is the window."""
+    latents = torch.arange(float(frames)).view(frames, 1, 1, 1).expand(frames, 2, 3, 3).contiguous()
+    seen = []
+    one_shot_tune(lambda x, sigma: seen.append(x[:, 0, 0, 0].round()) or torch.zeros_like(x, requires_grad=True),
+                  latents, torch.full((5,), 1e-12), [torch.nn.Parameter(torch.zeros(1))], steps=steps,
+                  learning_rate=1e-3, seed=3, **window)
+    return seen
+
+
+@pytest.mark.parametrize("length, stride", [(16, 1), (8, 3), (5, 2)])
+def test_each_step_tunes_on_consecutive_strided_frames_from_anywhere_in_the_clip(length, stride):
+    seen = windows_seen(48, frames_per_step=length, frame_stride=stride)
+    for ids in seen:
+        assert len(ids) == length and torch.equal(ids.diff(), torch.full((length - 1,), float(stride)))
+        assert 0 <= ids[0] and ids[-1] < 48
+    firsts = {int(ids[0]) for ids in seen}
+    assert len(firsts) > 10 and min(firsts) < 5 and max(firsts) > 48 - (length - 1) * stride - 6  # drawn all over
+
+
+def test_a_window_covering_the_clip_is_the_unwindowed_run_bit_for_bit():
+    def run(**window):
+        torch.manual_seed(0)
+        gain = torch.nn.Parameter(torch.rand(4, 1, 1) + 0.5)
+        latents = torch.randn(6, 4, 5, 5, generator=torch.Generator().manual_seed(1))
+        losses = one_shot_tune(lambda x, sigma: x * gain / (1 + sigma), latents, SIGMAS, [gain], steps=8,
+                               learning_rate=1e-2, seed=0, **window)
+        return losses, gain.detach().clone()
+
+    plain = run()
+    for window in ({"frames_per_step": 6}, {"frames_per_step": 100}):
+        losses, gain = run(**window)
+        assert losses == plain[0] and torch.equal(gain, plain[1])
+    assert run(frames_per_step=4)[0] != plain[0]
+
+
+def test_window_length_follows_the_clip_and_refuses_nonsense():
+    from ei2.tuning import window_length
+
+    assert window_length(48, 16) == 16 and window_length(8, 16) == 8
+    assert window_length(8, 16, frame_stride=2) == 4 and window_length(9, 16, frame_stride=2) == 5
+    with pytest.raises(ValueError, match="at least 1"):
+        window_length(8, 0)
+    with pytest.raises(ValueError, match="at least 1"):
+        window_length(8, 4, frame_stride=0)

@@ -73,3 +73,27 @@ def test_cancel_during_sampling_leaves_the_server_ready(comfy_server, tiny_check
     entry = comfy_server.run(edit_graph(tiny_checkpoint.name, uploaded_clip, frames=2, tune_steps=1, steps=2,
                                         prefix="after_cancel"))
     assert len(comfy_server.output_files(entry)) == 2
+
+
+def test_a_48_frame_clip_is_edited_in_16_frame_windows(comfy_server, tiny_checkpoint, tmp_path):
+    clip = tmp_path / f"long-{uuid.uuid4().hex[:6]}.mp4"
+    write_clip(clip, frames=48, width=64, height=64, fps=24, fourcc="mp4v")
+    graph = edit_graph(tiny_checkpoint.name, comfy_server.upload(clip), frames=48, tune_steps=2, steps=2,
+                       prefix="windowed")
+    graph["8"]["inputs"].update(frames_per_step=16, frame_stride=1)
+    for node in ("9", "10"):
+        graph[node]["inputs"].update(context_frames=16, context_overlap=4)
+    prompt_id = comfy_server.queue(graph)
+    windowed = [np.asarray(Image.open(path), dtype=np.float32) for path in comfy_server.output_files(
+        comfy_server.wait(prompt_id, timeout=900))]
+    assert len(windowed) == 48
+    assert all(frame.shape == (64, 64, 3) and np.isfinite(frame).all() and frame.std() > 1.0 for frame in windowed)
+    progress = [m["data"]["value"] for m in comfy_server.messages_for(prompt_id, "progress") if m["data"]["node"] == "10"]
+    assert progress[-1] == 2
+    # The same clip in one 48-frame window (tuning is cached: the same tuned model) differs: windows were used.
+    for node in ("9", "10"):
+        graph[node]["inputs"].update(context_frames=48)
+    graph["12"]["inputs"]["filename_prefix"] = "one_window"
+    whole = [np.asarray(Image.open(path), dtype=np.float32) for path in comfy_server.output_files(
+        comfy_server.run(graph))]
+    assert len(whole) == 48 and any(np.abs(a - b).max() > 0 for a, b in zip(windowed, whole))

@@ -1,13 +1,16 @@
-"""LoadVideoFrames on a real ComfyUI server: upload, picker list, a VAE round trip, refusals at validation."""
+"""LoadVideoFrames on a real ComfyUI server: upload, picker list, a VAE round trip, refusals at validation, and its
+sound through CreateVideo and SaveVideo."""
 from __future__ import annotations
 
 import uuid
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
 
-from harness.clips import decode_index, write_clip
+from harness.clips import decode_index, dominant_hz, read_sound, tone_hz, write_clip, write_clip_with_sound
+from harness.graphs import sound_graph
 from harness.server import PromptFailed
 
 pytestmark = pytest.mark.slow
@@ -83,3 +86,45 @@ def test_paths_outside_the_input_folder_are_refused_at_validation(comfy_server):
     graph["1"] = load_node("missing-video.mp4", select_every_nth=0)
     with pytest.raises(PromptFailed, match="Video file not found"):
         comfy_server.queue(graph)
+
+
+# --- sound: LoadVideoFrames → CreateVideo → SaveVideo, the saved file decoded back ---------------------
+
+RATE, PER_FRAME = 48000, 1600  # the clips' sound: 48 kHz at 30 fps
+
+
+def save_with_sound(server, video: str, **settings):
+    """Run the clip through LoadVideoFrames → CreateVideo (frames, fps, audio) → SaveVideo; the saved file."""
+    info = server.get("/object_info/SaveVideo")["SaveVideo"]
+    entry = server.run(sound_graph(video, info, f"sound_{uuid.uuid4().hex[:6]}", **settings))
+    [saved] = server.output_files(entry)
+    return saved
+
+
+def test_the_sound_of_the_selected_frames_survives_create_video_and_save_video(comfy_server, tmp_path):
+    clip = tmp_path / f"tone-{uuid.uuid4().hex[:6]}.mp4"
+    write_clip_with_sound(clip, frames=60, channels=2, audio_codec="aac", video_codec="mpeg4")  # 2 s, AAC stereo
+    saved = save_with_sound(comfy_server, comfy_server.upload(clip), skip_first_frames=6, select_every_nth=2,
+                            frame_load_cap=20)
+    assert saved.suffix == ".mp4"
+    # Frames 6, 8, …, 44 at 15 fps: 1.33 s of video, and the sound of source frames 6..45, as long.
+    with av.open(str(saved)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+        assert float(container.streams.video[0].average_rate) == pytest.approx(15.0)
+    assert frames == 20
+    sound, rate = read_sound(saved)
+    assert rate == RATE and sound.shape[0] == 2
+    assert sound.shape[1] / rate == pytest.approx(20 / 15, abs=0.025)  # AAC writes whole 1024-sample frames
+    pitches = [dominant_hz(sound[0, k * PER_FRAME + 200: (k + 1) * PER_FRAME - 200], rate) for k in range(40)]
+    assert pitches == pytest.approx([tone_hz(6 + k) for k in range(40)], abs=10)
+    left, right = np.sqrt((sound ** 2).mean(axis=1))
+    assert left / right == pytest.approx(2.0, rel=0.1)  # left and right stay apart
+
+
+def test_a_clip_without_sound_is_saved_with_a_silent_track(comfy_server, tmp_path):
+    clip = tmp_path / f"mute-{uuid.uuid4().hex[:6]}.mp4"
+    write_clip(clip, frames=12, width=90, height=70, fps=24, fourcc="mp4v")
+    saved = save_with_sound(comfy_server, comfy_server.upload(clip), frame_load_cap=9)
+    sound, rate = read_sound(saved)
+    assert rate == 44100  # mono: ComfyUI 0.3.75's writer stores it as a stereo AAC track, newer ones as mono
+    assert sound.shape[1] / rate == pytest.approx(9 / 24, abs=0.025) and np.abs(sound).max() < 1e-4

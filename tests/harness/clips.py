@@ -8,6 +8,10 @@ Every frame (RGB) has four quadrants:
 * bottom-right: black with a white 8×8 square that moves 3 px right per frame.
 
 FFV1 (lossless in this OpenCV build) decodes back to exactly these pixels.
+
+Clips with sound (``write_clip_with_sound``, PyAV) carry a stepped tone: while source frame ``i`` is shown
+the sound is a sine of ``tone_hz(i)`` (300 Hz up in steps of 100 Hz, starting over every 48 frames), so any
+stretch of the sound tells which frames it belongs to.
 """
 from __future__ import annotations
 
@@ -104,3 +108,88 @@ def write_rgba_clip(path: Path, frames: int = 4, width: int = 90, height: int = 
         for packet in stream.encode():
             container.mux(packet)
     return written
+
+
+TONE_BASE_HZ, TONE_STEP_HZ, TONE_STEPS = 300.0, 100.0, 48  # up to 5 kHz: well inside AAC's band
+
+
+def tone_hz(index: int, base_hz: float = TONE_BASE_HZ, step_hz: float = TONE_STEP_HZ) -> float:
+    """The tone's pitch while source frame ``index`` is shown."""
+    return base_hz + step_hz * (index % TONE_STEPS)
+
+
+def stepped_tone(seconds: float, fps: float, sample_rate: int = 48000, channels: int = 1,
+                 base_hz: float = TONE_BASE_HZ, step_hz: float = TONE_STEP_HZ) -> np.ndarray:
+    """float32 [channels, samples]: ``tone_hz(i)`` during frame ``i`` (phase-continuous, no clicks); channel ``c``
+    at amplitude ``0.5 / (c + 1)``, so swapped or mixed channels show."""
+    samples = round(seconds * sample_rate)
+    index = np.floor(np.arange(samples) * fps / sample_rate) % TONE_STEPS
+    phase = 2 * np.pi * np.cumsum(base_hz + step_hz * index) / sample_rate
+    wave = np.sin(phase).astype(np.float32)
+    return np.stack([wave * (0.5 / (channel + 1)) for channel in range(channels)])
+
+
+def dominant_hz(signal: np.ndarray, sample_rate: int) -> float:
+    """The strongest frequency of a 1-D signal (Hann window, FFT peak refined by a parabola through its neighbours)."""
+    spectrum = np.abs(np.fft.rfft(signal * np.hanning(len(signal))))
+    peak = int(np.argmax(spectrum[1:-1])) + 1
+    left, centre, right = np.log(spectrum[peak - 1: peak + 2] + 1e-12)
+    shift = 0.5 * (left - right) / (left - 2 * centre + right) if left - 2 * centre + right else 0.0
+    return (peak + shift) * sample_rate / len(signal)
+
+
+def write_clip_with_sound(path: Path, frames: int = 12, width: int = 90, height: int = 70, fps: int = 30,
+                          sample_rate: int = 48000, channels: int = 1, audio_seconds: float | None = None,
+                          audio_codec: str = "pcm_s16le", video_codec: str = "ffv1") -> np.ndarray:
+    """A clip of ``frame_rgb`` frames with a ``stepped_tone`` track, written with PyAV; returns the sound written.
+
+    ``audio_seconds`` (default: as long as the frames) makes the track shorter or longer than the video.
+    Lossless by default (FFV1 + 16-bit PCM, e.g. in .mkv or .mov); ``audio_codec="aac", video_codec="mpeg4"``
+    in .mp4 is what cameras and phones write.
+    """
+    import av
+
+    layouts = {1: "mono", 2: "stereo", 6: "5.1"}
+    seconds = frames / fps if audio_seconds is None else audio_seconds
+    sound = stepped_tone(seconds, fps, sample_rate, channels)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream(video_codec, rate=fps)
+        video.width, video.height = width, height
+        video.pix_fmt = "bgr0" if video_codec == "ffv1" else "yuv420p"
+        audio = container.add_stream(audio_codec, rate=sample_rate, layout=layouts[channels])
+        for index in range(frames):
+            picture = av.VideoFrame.from_ndarray(frame_rgb(index, width, height), format="rgb24")
+            for packet in video.encode(picture.reformat(format=video.pix_fmt)):
+                container.mux(packet)
+        chunk = audio.codec_context.frame_size or 1024
+        planar = audio.codec_context.format.is_planar
+        for start in range(0, sound.shape[1], chunk):
+            part = sound[:, start: start + chunk]
+            if planar:
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(part), format="fltp", layout=layouts[channels])
+            else:  # packed 16-bit: [1, samples × channels], channels interleaved
+                pcm = np.clip(np.round(part.T * 32767), -32768, 32767).astype(np.int16).reshape(1, -1)
+                frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout=layouts[channels])
+            frame.sample_rate, frame.pts = sample_rate, start
+            for packet in audio.encode(frame):
+                container.mux(packet)
+        for stream in (video, audio):
+            for packet in stream.encode():
+                container.mux(packet)
+    return sound
+
+
+def read_sound(path: Path) -> tuple[np.ndarray, int]:
+    """The first audio track of a file, decoded with PyAV: (float32 [channels, samples], sample rate)."""
+    import av
+
+    parts = []
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        for frame in container.decode(stream):
+            data = frame.to_ndarray()  # planar: [channels, n]; packed: [1, n × channels], interleaved
+            parts.append(data if frame.format.is_planar else data.reshape(-1, len(frame.layout.channels)).T)
+        rate = stream.codec_context.sample_rate
+    return np.concatenate(parts, axis=1).astype(np.float32), rate

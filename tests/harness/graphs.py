@@ -51,3 +51,21 @@ def edit_graph(checkpoint: str, video: str, *, frames: int = 4, size: int = 64, 
         "11": {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": ["1", 2]}},
         "12": {"class_type": "SaveImage", "inputs": {"images": ["11", 0], "filename_prefix": prefix}},
     }
+
+
+def save_video_choices(save_video_info: dict) -> dict:
+    """SaveVideo's format and codec at auto, as this ComfyUI names them (0.33.0 nests codec under format)."""
+    nested = save_video_info["input"]["required"]["format"][0] == "COMFY_DYNAMICCOMBO_V3"
+    return {"format": "auto", ("format.codec" if nested else "codec"): "auto"}
+
+
+def sound_graph(video: str, save_video_info: dict, prefix: str, **settings) -> dict:
+    """LoadVideoFrames → CreateVideo (its frames, fps and audio) → SaveVideo: the clip saved again, with its sound."""
+    inputs = dict(video=video, frame_load_cap=0, skip_first_frames=0, select_every_nth=1, width=0, height=0,
+                  resize="crop")
+    return {
+        "1": {"class_type": "LoadVideoFrames", "inputs": {**inputs, **settings}},
+        "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": ["1", 2], "audio": ["1", 3]}},
+        "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": prefix,
+                                                    **save_video_choices(save_video_info)}},
+    }

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.clips import (BLUE, RED, decode_index, frame_rgb, index_colour, square_left, write_clip, write_gif,
-                           write_rgba_clip)
+from harness.clips import (BLUE, RED, decode_index, dominant_hz, frame_rgb, index_colour, square_left, tone_hz,
+                           write_clip, write_clip_with_sound, write_gif, write_rgba_clip)
 
 DEFAULTS = dict(frame_load_cap=0, skip_first_frames=0, select_every_nth=1, width=0, height=0, resize="crop")
 
@@ -28,7 +28,7 @@ def lv(pack):
 def video(pack):
     """The node's helper modules (nodes/video/), by job."""
     return SimpleNamespace(**{name: importlib.import_module(f"{pack.__name__}.nodes.video.{name}")
-                              for name in ("resize", "memory", "decode")})
+                              for name in ("resize", "memory", "decode", "audio")})
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def progress_calls(monkeypatch):
 
 def test_lossless_clip_loads_every_frame_exactly_in_rgb(lv, clips, input_dir, progress_calls):
     written = write_clip(clips / "clip.avi", frames=12, width=90, height=70, fps=30, fourcc="FFV1")
-    images, count, fps = load(lv, name_of(clips / "clip.avi", input_dir))
+    images, count, fps, _ = load(lv, name_of(clips / "clip.avi", input_dir))
     # 90×70 rounds down to 88×64: the 2 and 6 surplus pixels are trimmed evenly from the edges.
     assert images.shape == (12, 64, 88, 3) and images.dtype == torch.float32
     assert count == 12 and fps == 30.0
@@ -95,7 +95,7 @@ def test_lossless_clip_loads_every_frame_exactly_in_rgb(lv, clips, input_dir, pr
 
 def test_skip_every_nth_and_cap_select_the_right_frames(lv, clips, input_dir, progress_calls):
     write_clip(clips / "clip.avi", frames=20)
-    images, count, fps = load(lv, name_of(clips / "clip.avi", input_dir), skip_first_frames=2,
+    images, count, fps, _ = load(lv, name_of(clips / "clip.avi", input_dir), skip_first_frames=2,
                               select_every_nth=3, frame_load_cap=4)
     assert indices(images) == [2, 5, 8, 11] and count == 4
     assert fps == pytest.approx(10.0)
@@ -106,19 +106,19 @@ def test_skip_every_nth_and_cap_select_the_right_frames(lv, clips, input_dir, pr
 
 def test_cap_beyond_the_length_loads_all_available_frames(lv, clips, input_dir):
     write_clip(clips / "clip.avi", frames=12)
-    images, count, fps = load(lv, name_of(clips / "clip.avi", input_dir), skip_first_frames=5, frame_load_cap=100)
+    images, count, fps, _ = load(lv, name_of(clips / "clip.avi", input_dir), skip_first_frames=5, frame_load_cap=100)
     assert indices(images) == list(range(5, 12)) and count == 7 and fps == 30.0
 
 
 def test_every_nth_without_cap_reaches_the_end(lv, clips, input_dir):
     write_clip(clips / "clip.avi", frames=11, fps=24)
-    images, count, fps = load(lv, name_of(clips / "clip.avi", input_dir), select_every_nth=4)
+    images, count, fps, _ = load(lv, name_of(clips / "clip.avi", input_dir), select_every_nth=4)
     assert indices(images) == [0, 4, 8] and count == 3 and fps == pytest.approx(6.0)
 
 
 def test_moving_square_follows_the_frames(lv, clips, input_dir):
     write_clip(clips / "clip.avi", frames=8)
-    images, _, _ = load(lv, name_of(clips / "clip.avi", input_dir))
+    images, _, _, _ = load(lv, name_of(clips / "clip.avi", input_dir))
     pixels = as_uint8(images)
     row = pixels[:, 52, 44:, :].min(axis=-1)  # a row through the square, right half (88-wide frame, 1 px cut)
     for index, frame_row in enumerate(row):
@@ -128,7 +128,7 @@ def test_moving_square_follows_the_frames(lv, clips, input_dir):
 
 def test_mp4_loads_with_count_fps_order_and_colours(lv, clips, input_dir):
     write_clip(clips / "clip.mp4", frames=15, width=90, height=70, fps=25, fourcc="mp4v")
-    images, count, fps = load(lv, name_of(clips / "clip.mp4", input_dir))
+    images, count, fps, _ = load(lv, name_of(clips / "clip.mp4", input_dir))
     assert images.shape == (15, 64, 88, 3) and count == 15 and fps == pytest.approx(25.0)
     assert indices(images) == list(range(15))
     pixels = as_uint8(images)
@@ -139,7 +139,7 @@ def test_mp4_loads_with_count_fps_order_and_colours(lv, clips, input_dir):
 
 def test_gif_written_by_pillow_loads(lv, clips, input_dir):
     written = write_gif(clips / "anim.gif", frames=6, duration_ms=50)
-    images, count, fps = load(lv, name_of(clips / "anim.gif", input_dir))
+    images, count, fps, _ = load(lv, name_of(clips / "anim.gif", input_dir))
     assert images.shape == (6, 64, 88, 3) and count == 6
     assert fps == pytest.approx(20.0)  # 50 ms per frame
     assert np.array_equal(as_uint8(images), np.stack([frame[3:67, 1:89] for frame in written]))
@@ -147,7 +147,7 @@ def test_gif_written_by_pillow_loads(lv, clips, input_dir):
 
 def test_grey_video_becomes_rgb(lv, clips, input_dir):
     written = write_clip(clips / "grey.avi", frames=5, grey=True)
-    images, count, _ = load(lv, name_of(clips / "grey.avi", input_dir))
+    images, count, _, _ = load(lv, name_of(clips / "grey.avi", input_dir))
     assert images.shape == (5, 64, 88, 3) and count == 5
     pixels = as_uint8(images)
     for channel in range(3):
@@ -156,7 +156,7 @@ def test_grey_video_becomes_rgb(lv, clips, input_dir):
 
 def test_alpha_video_becomes_rgb_with_alpha_dropped(lv, clips, input_dir):
     written = write_rgba_clip(clips / "alpha.mkv", frames=4)
-    images, count, _ = load(lv, name_of(clips / "alpha.mkv", input_dir))
+    images, count, _, _ = load(lv, name_of(clips / "alpha.mkv", input_dir))
     assert images.shape == (4, 64, 88, 3) and count == 4
     # The stored colours come back unchanged, also where alpha is 0 (no blending, no premultiplication).
     assert np.array_equal(as_uint8(images), np.stack([frame[3:67, 1:89, :3] for frame in written]))
@@ -198,9 +198,9 @@ def test_output_size_rules(video, source, width, height, resize, expected):
 def test_crop_fit_and_stretch_frames(lv, clips, input_dir):
     write_clip(clips / "clip.avi", frames=3)
     name = name_of(clips / "clip.avi", input_dir)
-    crop, _, _ = load(lv, name, width=88, height=16, resize="crop")
-    fit, _, _ = load(lv, name, width=88, height=16, resize="fit")
-    stretch, _, _ = load(lv, name, width=88, height=16, resize="stretch")
+    crop, _, _, _ = load(lv, name, width=88, height=16, resize="crop")
+    fit, _, _, _ = load(lv, name, width=88, height=16, resize="fit")
+    stretch, _, _, _ = load(lv, name, width=88, height=16, resize="stretch")
     assert crop.shape == (3, 16, 88, 3) and stretch.shape == (3, 16, 88, 3)
     assert fit.shape == (3, 16, 16, 3)  # 20.6×16 fits in 88×16 → 16×16; nothing cut, no padding
     crop_px, stretch_px = as_uint8(crop), as_uint8(stretch)
@@ -215,7 +215,7 @@ def test_crop_fit_and_stretch_frames(lv, clips, input_dir):
 
 def test_width_only_keeps_the_aspect_and_frame_content(lv, clips, input_dir):
     write_clip(clips / "clip.avi", frames=4)
-    images, count, _ = load(lv, name_of(clips / "clip.avi", input_dir), width=45)
+    images, count, _, _ = load(lv, name_of(clips / "clip.avi", input_dir), width=45)
     assert images.shape == (4, 32, 40, 3) and count == 4
     assert indices(images) == [0, 1, 2, 3]
     pixels = as_uint8(images)
@@ -224,7 +224,7 @@ def test_width_only_keeps_the_aspect_and_frame_content(lv, clips, input_dir):
 
 def test_upscaling_stays_in_range(lv, clips, input_dir):
     write_clip(clips / "clip.avi", frames=2)
-    images, _, _ = load(lv, name_of(clips / "clip.avi", input_dir), width=200, height=160, resize="stretch")
+    images, _, _, _ = load(lv, name_of(clips / "clip.avi", input_dir), width=200, height=160, resize="stretch")
     assert images.shape == (2, 160, 200, 3) and images.min() >= 0.0 and images.max() <= 1.0
     assert indices(images) == [0, 1]
 
@@ -235,7 +235,7 @@ def test_refuses_selections_larger_than_free_ram_before_decoding(lv, video, clip
                                                                  progress_calls):
     write_clip(clips / "clip.avi", frames=12)
     name = name_of(clips / "clip.avi", input_dir)
-    images, count, _ = load(lv, name, select_every_nth=2)  # every other frame: 6 frames of 88×64
+    images, count, _, _ = load(lv, name, select_every_nth=2)  # every other frame: 6 frames of 88×64
     assert count == 6 and images.shape == (6, 64, 88, 3)
     # What loading these frames holds: the float32 batch it returns, plus one 8-bit copy of every frame.
     need = images.element_size() * images.nelement() + images.nelement() * np.dtype(np.uint8).itemsize
@@ -245,7 +245,7 @@ def test_refuses_selections_larger_than_free_ram_before_decoding(lv, video, clip
         load(lv, name, select_every_nth=2)
     assert progress_calls == []  # refused before decoding anything
     monkeypatch.setattr(video.memory, "available_ram_bytes", lambda: need)
-    images, count, _ = load(lv, name, select_every_nth=2)
+    images, count, _, _ = load(lv, name, select_every_nth=2)
     assert count == 6 and images.shape == (6, 64, 88, 3)
 
 
@@ -282,7 +282,7 @@ def test_unknown_frame_count_trusts_decoded_frames_and_watches_ram(lv, video, cl
     write_clip(clips / "clip.avi", frames=10)
     name = name_of(clips / "clip.avi", input_dir)
     monkeypatch.setattr(video.decode, "header_frame_count", lambda capture: 0)  # a container that does not say
-    images, count, _ = load(lv, name)
+    images, count, _, _ = load(lv, name)
     assert count == 10 and indices(images) == list(range(10))
     assert progress_calls[-1] == (10, 10)  # the bar's total grows with the frames that really decode
     frame = 64 * 88 * 3
@@ -337,7 +337,7 @@ def test_truncated_avi_returns_the_frames_that_decode(lv, clips, input_dir):
     capture = cv2.VideoCapture(str(clips / "cut.avi"))
     header_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     capture.release()
-    images, count, _ = load(lv, name_of(clips / "cut.avi", input_dir))
+    images, count, _, _ = load(lv, name_of(clips / "cut.avi", input_dir))
     assert 0 < count < header_count == 30  # the header still claims 30: the decoded frames win
     assert images.shape[0] == count
     assert torch.equal(images, torch.from_numpy(np.stack([f[3:67, 1:89] for f in written[:count]])).float() / 255)
@@ -508,6 +508,170 @@ def test_picker_lists_videos_in_the_input_folder_only(lv, input_dir, tmp_path):
     assert spec[1]["video_upload"] is True
 
 
+# --- sound ---------------------------------------------------------------------------------------
+
+RATE, PER_FRAME = 48000, 1600  # the clips' sound: 48 kHz at 30 fps, 1600 samples a frame
+PCM_STEP = 2 / 32767  # 16-bit PCM written, read back as float: within two steps
+
+
+def frame_pitches(waveform: np.ndarray, frames: int, channel: int = 0) -> list[float]:
+    """The pitch of each source frame's stretch of sound (its middle: tone changes sit at the edges)."""
+    return [dominant_hz(waveform[channel, k * PER_FRAME + 200: (k + 1) * PER_FRAME - 200], RATE)
+            for k in range(frames)]
+
+
+@pytest.mark.parametrize("settings, first, count", [
+    (dict(), 0, 20),
+    (dict(skip_first_frames=2, select_every_nth=3, frame_load_cap=4), 2, 4),
+    (dict(skip_first_frames=5, frame_load_cap=100), 5, 15),
+    (dict(select_every_nth=3), 0, 7),  # frames 0, 3, …, 18 stand for 21 frames: one past the video's end
+], ids=["all", "skip-nth-cap", "cap-beyond", "nth-to-the-end"])
+def test_sound_spans_the_selected_frames_exactly(lv, clips, input_dir, caplog, settings, first, count):
+    sound = write_clip_with_sound(clips / "tone.avi", frames=20, fps=30)
+    _, frame_count, fps, audio = load(lv, name_of(clips / "tone.avi", input_dir), **settings)
+    assert frame_count == count
+    waveform = audio["waveform"]
+    assert audio["sample_rate"] == RATE and waveform.dtype == torch.float32
+    # As long as CreateVideo shows the frames: frame_count / fps seconds.
+    assert waveform.shape == (1, 1, round(count / fps * RATE))
+    got = waveform[0].numpy()
+    start = first * PER_FRAME
+    inside = min(got.shape[1], sound.shape[1] - start)
+    assert np.abs(got[:, :inside] - sound[:, start: start + inside]).max() <= PCM_STEP  # to the sample
+    assert not got[:, inside:].any()  # past the video's end: silence, expected, so no warning
+    assert frame_pitches(got, inside // PER_FRAME) == pytest.approx(
+        [tone_hz(first + k) for k in range(inside // PER_FRAME)], abs=5)
+    assert "LoadVideoFrames" not in caplog.text
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_mono_and_stereo_keep_their_channels(lv, clips, input_dir, channels):
+    sound = write_clip_with_sound(clips / "tone.mkv", frames=12, channels=channels)
+    _, _, _, audio = load(lv, name_of(clips / "tone.mkv", input_dir), skip_first_frames=3)
+    got = audio["waveform"][0].numpy()
+    assert got.shape == (channels, 9 * PER_FRAME)
+    # Right is written at half the left's level: swapped or mixed channels would not match.
+    assert np.abs(got - sound[:, 3 * PER_FRAME:]).max() <= PCM_STEP
+
+
+def test_surround_sound_is_mixed_down_to_stereo(lv, clips, input_dir):
+    write_clip_with_sound(clips / "tone.mkv", frames=6, channels=6)
+    _, _, _, audio = load(lv, name_of(clips / "tone.mkv", input_dir))
+    got = audio["waveform"][0].numpy()
+    assert got.shape == (2, 6 * PER_FRAME) and np.abs(got).max() > 0.1
+    for channel in (0, 1):
+        assert frame_pitches(got, 6, channel) == pytest.approx([tone_hz(k) for k in range(6)], abs=5)
+
+
+def test_aac_sound_in_an_mp4_keeps_its_pitch_length_and_channels(lv, clips, input_dir, caplog):
+    write_clip_with_sound(clips / "tone.mp4", frames=24, channels=2, audio_codec="aac", video_codec="mpeg4")
+    _, count, fps, audio = load(lv, name_of(clips / "tone.mp4", input_dir), skip_first_frames=4,
+                                select_every_nth=2, frame_load_cap=8)
+    assert count == 8 and fps == pytest.approx(15.0)
+    got = audio["waveform"][0].numpy()
+    assert audio["sample_rate"] == RATE and got.shape == (2, 16 * PER_FRAME)  # 8 frames at 15 fps: 0.533 s
+    # Source frames 4..19 in order: the sound is cut where the selected frames are, at its own pitch.
+    assert frame_pitches(got, 16) == pytest.approx([tone_hz(4 + k) for k in range(16)], abs=10)
+    left, right = np.sqrt((got ** 2).mean(axis=1))
+    assert left / right == pytest.approx(2.0, rel=0.1)
+    assert "LoadVideoFrames" not in caplog.text
+
+
+def test_video_without_sound_gives_silence_as_long_as_the_frames(lv, clips, input_dir, caplog):
+    write_clip(clips / "mute.avi", frames=20)
+    _, count, fps, audio = load(lv, name_of(clips / "mute.avi", input_dir), skip_first_frames=2,
+                                select_every_nth=3, frame_load_cap=4)
+    # Silent mono at 44.1 kHz, as long as 4 frames at 10 fps: CreateVideo then writes a silent track.
+    assert audio["sample_rate"] == 44100 and audio["waveform"].dtype == torch.float32
+    assert audio["waveform"].shape == (1, 1, round(count / fps * 44100)) == (1, 1, 17640)
+    assert not audio["waveform"].any()
+    write_gif(clips / "anim.gif", frames=6, duration_ms=50)
+    _, _, _, audio = load(lv, name_of(clips / "anim.gif", input_dir))
+    assert audio["waveform"].shape == (1, 1, round(0.3 * 44100)) and not audio["waveform"].any()
+    assert "LoadVideoFrames" not in caplog.text  # a clip without sound is normal, not a problem
+
+
+def test_sound_shorter_than_the_video_is_padded_with_silence_and_warned(lv, clips, input_dir, caplog):
+    sound = write_clip_with_sound(clips / "short.avi", frames=20, audio_seconds=0.4)  # 12 of the 20 frames
+    name = name_of(clips / "short.avi", input_dir)
+    _, _, _, audio = load(lv, name)
+    got = audio["waveform"][0].numpy()
+    assert got.shape == (1, 20 * PER_FRAME)  # still as long as the frames
+    assert np.abs(got[:, :12 * PER_FRAME] - sound).max() <= PCM_STEP and not got[:, 12 * PER_FRAME:].any()
+    assert "its sound ends 0.27 s before the selected frames do; the audio output is silent there" in caplog.text
+    caplog.clear()
+    _, _, _, audio = load(lv, name, skip_first_frames=14)  # all after the sound ended
+    assert audio["waveform"].shape == (1, 1, 6 * PER_FRAME) and not audio["waveform"].any()
+    assert "has no sound during the selected frames" in caplog.text
+
+
+def test_sound_longer_than_the_video_is_cut_to_the_frames(lv, clips, input_dir, caplog):
+    sound = write_clip_with_sound(clips / "long.avi", frames=12, audio_seconds=2.0)  # 60 frames' worth
+    _, _, _, audio = load(lv, name_of(clips / "long.avi", input_dir), skip_first_frames=2)
+    got = audio["waveform"][0].numpy()
+    assert got.shape == (1, 10 * PER_FRAME)
+    assert np.abs(got - sound[:, 2 * PER_FRAME: 12 * PER_FRAME]).max() <= PCM_STEP
+    assert "LoadVideoFrames" not in caplog.text
+
+
+def test_a_short_span_of_a_long_track_is_reached_by_seeking(lv, video, clips, input_dir, monkeypatch):
+    sound = write_clip_with_sound(clips / "long.avi", frames=240, width=32, height=32)  # 8 s
+    decoded, to_float = [], video.audio._to_float
+
+    def counting(frame, *args):
+        decoded.append(frame.samples)
+        return to_float(frame, *args)
+
+    monkeypatch.setattr(video.audio, "_to_float", counting)
+    _, _, _, audio = load(lv, name_of(clips / "long.avi", input_dir), skip_first_frames=230, frame_load_cap=5)
+    got = audio["waveform"][0].numpy()
+    assert got.shape == (1, 5 * PER_FRAME)
+    assert np.abs(got - sound[:, 230 * PER_FRAME: 235 * PER_FRAME]).max() <= PCM_STEP
+    assert sum(decoded) < 2 * RATE  # under 2 s of the 8 s track were decoded
+
+
+def test_a_seek_that_lands_inside_the_span_decodes_from_the_start(lv, video, clips, input_dir, monkeypatch):
+    sound = write_clip_with_sound(clips / "long.avi", frames=60, width=32, height=32)
+    decoded, to_float = [], video.audio._to_float
+
+    def counting(frame, *args):
+        decoded.append(frame.samples)
+        return to_float(frame, *args)
+
+    monkeypatch.setattr(video.audio, "_to_float", counting)
+    monkeypatch.setattr(video.audio, "SEEK_MARGIN_S", -0.1)  # as a coarse index would: lands 0.1 s into the span
+    _, _, _, audio = load(lv, name_of(clips / "long.avi", input_dir), skip_first_frames=45, frame_load_cap=10)
+    got = audio["waveform"][0].numpy()
+    assert np.abs(got - sound[:, 45 * PER_FRAME: 55 * PER_FRAME]).max() <= PCM_STEP  # nothing missing at the start
+    assert sum(decoded) > 45 * PER_FRAME  # the second pass decoded from the beginning
+
+
+def test_the_sound_of_a_long_span_is_checked_against_free_ram(lv, video, clips, input_dir, monkeypatch):
+    write_clip_with_sound(clips / "long.avi", frames=240, width=32, height=32)
+    name = name_of(clips / "long.avi", input_dir)
+    # 3 frames of 32×32 need 46 kB; the 8 s they span need 1.5 MB of sound.
+    monkeypatch.setattr(video.memory, "available_ram_bytes", lambda: 10**6)
+    with pytest.raises(ValueError, match=r"^The sound of the selected frames \(8 s, mono at 48,000 Hz\) needs "
+                                         r"1.5 MB but 1.0 MB are free; set frame_load_cap"):
+        load(lv, name, select_every_nth=80)
+    _, count, _, audio = load(lv, name, select_every_nth=80, frame_load_cap=1)  # 1 frame: 2.7 s of sound
+    assert count == 1 and audio["waveform"].shape == (1, 1, 80 * PER_FRAME)
+
+
+def test_sound_that_cannot_be_read_gives_silence_and_a_warning(lv, clips, input_dir, monkeypatch, caplog):
+    import av
+
+    write_clip_with_sound(clips / "tone.mkv", frames=6)
+
+    def unreadable(*args, **kwargs):
+        raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+    monkeypatch.setattr(av, "open", unreadable)  # OpenCV still reads the frames
+    images, count, _, audio = load(lv, name_of(clips / "tone.mkv", input_dir))
+    assert count == 6 and audio["waveform"].shape == (1, 1, round(0.2 * 44100)) and not audio["waveform"].any()
+    assert "the sound of 'clips-" in caplog.text and "cannot be read" in caplog.text
+
+
 # --- caching, progress, cancel, node description ---------------------------------------------------
 
 def test_is_changed_follows_size_and_mtime_without_reading(lv, clips, input_dir, monkeypatch):
@@ -559,8 +723,10 @@ def test_node_is_described(lv):
     assert lv.NODE_CLASS_MAPPINGS == {"LoadVideoFrames": node}
     assert lv.NODE_DISPLAY_NAME_MAPPINGS == {"LoadVideoFrames": "Load Video Frames (EI²)"}
     assert node.CATEGORY == "EI²" and node.DESCRIPTION
-    assert node.RETURN_TYPES == ("IMAGE", "INT", "FLOAT")
-    assert len(node.OUTPUT_TOOLTIPS) == 3 and all(node.OUTPUT_TOOLTIPS)
+    # The audio output was added last: workflows saved before it keep their links (by output index).
+    assert node.RETURN_TYPES == ("IMAGE", "INT", "FLOAT", "AUDIO")
+    assert node.RETURN_NAMES == ("frames", "frame_count", "fps", "audio")
+    assert len(node.OUTPUT_TOOLTIPS) == 4 and all(node.OUTPUT_TOOLTIPS)
     inputs = node.INPUT_TYPES()["required"]
     assert list(inputs) == ["video", "frame_load_cap", "skip_first_frames", "select_every_nth", "width", "height",
                             "resize"]

@@ -63,6 +63,9 @@ def test_registered_with_tooltips(pack):
     assert inputs["learning_rate"][1]["min"] > 0  # the core refuses lr <= 0: the widget must not offer it
     assert inputs["train"][1]["default"] == "temporal_and_queries" and inputs["gradient_checkpointing"][1]["default"]
     assert all(spec.get("tooltip") for _, spec in inputs.values())
+    optional = pack.NODE_CLASS_MAPPINGS["EI2OneShotTune"].INPUT_TYPES()["optional"]
+    assert optional["frames_per_step"][1]["default"] == 16 and optional["frame_stride"][1]["default"] == 1
+    assert all(spec["min"] == 1 and spec.get("tooltip") for _, spec in optional.values())
 
 
 def held_out_loss(model, latent, conditioning, draws=8) -> float:
@@ -274,6 +277,26 @@ def test_bad_input_is_refused_with_a_clear_message(tuner, inflated):
         run(tuner, inflated, learning_rate=0.0)
     with pytest.raises(ValueError, match="conditioning holds 2 prompts"):
         run(tuner, inflated, conditioning=random_conditioning(1) + random_conditioning(2))
+
+
+def test_a_long_clip_is_tuned_a_window_at_a_time(tuner, inflated, pack, monkeypatch):
+    training = pack.nodes.adapter.training
+    core_tune, batches = training.one_shot_tune, []
+
+    def recording(predict_eps, *args, **kwargs):
+        return core_tune(lambda x, sigma: batches.append(x.shape[0]) or predict_eps(x, sigma), *args, **kwargs)
+
+    monkeypatch.setattr(training, "one_shot_tune", recording)
+    long_clip = {"samples": torch.cat([clip_latent(seed)["samples"] for seed in (1, 2, 3)])}  # 12 frames
+    tuned, _ = run(tuner, inflated, latent=long_clip, frames_per_step=4, frame_stride=2)
+    assert len(batches) == TUNE["steps"] and set(batches) == {4}  # the UNet never sees more than the window
+    assert pack.nodes.adapter.tuned_state.tuned_frames(tuned) == 4
+    batches.clear()
+    run(tuner, inflated, latent=long_clip, frames_per_step=4, frame_stride=4)  # 12 frames hold 3 at stride 4
+    assert set(batches) == {3}
+    batches.clear()
+    run(tuner, inflated)  # the node's default window (16) holds this 4-frame clip whole
+    assert set(batches) == {FRAMES}
 
 
 def test_nan_loss_stops_with_a_clear_error_and_corrupts_nothing(tuner, inflated, pack):

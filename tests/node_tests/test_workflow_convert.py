@@ -61,6 +61,7 @@ def test_bundled_edit_workflow_converts_to_the_recipe(object_info):
         "video": "clip.mp4", "frame_load_cap": 16, "skip_first_frames": 0, "select_every_nth": 1,
         "width": 512, "height": 512, "resize": "crop"}
     assert by_type["CreateVideo"]["inputs"]["fps"] == [loader_id, 2]  # widget turned input: the link wins
+    assert by_type["CreateVideo"]["inputs"]["audio"] == [loader_id, 3]  # the clip's sound goes into the video
     assert by_type["SaveVideo"]["inputs"]["format"] == "auto"
     set_inputs(graph, "CLIPTextEncode", "Edit prompt", text="a cat")
     texts = {value["_meta"]["title"]: value["inputs"]["text"] for value in graph.values()
@@ -92,6 +93,30 @@ def test_every_bundled_workflow_converts_with_all_required_inputs(object_info, p
     for key, value in graph.items():
         required = object_info[value["class_type"]]["input"].get("required", {})
         assert set(required) <= set(value["inputs"]), (path.name, key, value)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_create_video_gets_the_frames_fps_and_sound_of_load_video_frames(object_info, path):
+    graph = to_api(json.loads(path.read_text()), object_info)
+    [loader] = [key for key, value in graph.items() if value["class_type"] == "LoadVideoFrames"]
+    videos = [value["inputs"] for value in graph.values() if value["class_type"] == "CreateVideo"]
+    assert videos and all(inputs["fps"] == [loader, 2] and inputs["audio"] == [loader, 3] for inputs in videos)
+    assert object_info["LoadVideoFrames"]["output"][3] == "AUDIO"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_bundled_workflow_links_agree_with_its_nodes(path):
+    """The links table, the nodes' input and output slots and last_link_id tell the same story."""
+    workflow = json.loads(path.read_text())
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    ids = [link[0] for link in workflow["links"]]
+    assert len(ids) == len(set(ids)) and max(ids) <= workflow["last_link_id"]
+    for link_id, origin, origin_slot, target, target_slot, kind in workflow["links"]:
+        output = nodes[origin]["outputs"][origin_slot]
+        assert link_id in output["links"] and output["type"] == kind, (path.name, link_id)
+        assert nodes[target]["inputs"][target_slot]["link"] == link_id, (path.name, link_id)
+    linked = sorted(link for node in nodes.values() for output in node.get("outputs", []) for link in output["links"] or [])
+    assert linked == sorted(ids)
 
 
 def dynamic_combo(options: dict) -> tuple:
