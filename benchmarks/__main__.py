@@ -6,7 +6,8 @@
 CPU (default): a reduced plan that finishes in about 15 minutes on 2 cores; every section says what
 it skipped and why. ``--device cuda``: the full grid at SD1.5 width, absolute times (bf16 for the
 UNet grid, fp16 for sampling and tuning) and the projection of Tune-A-Video's reference job.
-The hand-written "What it shows" section at the top of docs/benchmarks.md is kept across runs.
+The hand-written "What it shows" section at the top of docs/benchmarks.md is kept across runs, and so are
+the sections a run with ``--only`` leaves out.
 """
 from __future__ import annotations
 
@@ -55,9 +56,8 @@ def main():
         "windows": lambda: windows.run(args.device, "float16" if args.device == "cuda" else "float32", args.quick, log=log),
     }
     started = time.time()
-    parts = [f"Run: `python -m benchmarks{' --quick' if args.quick else ''} --device {args.device}` on "
-             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
-             f"Machine: {common.machine(args.device)}.", ""]
+    stamp = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    command = f"python -m benchmarks{' --quick' if args.quick else ''} --device {args.device}"
     sections = {}
     for name in args.only:
         log(f"== {name}")
@@ -66,18 +66,39 @@ def main():
             body = runners[name]()
         except Exception:  # one failing section must not lose the others
             body = "FAILED:\n\n```\n" + traceback.format_exc() + "```"
-        sections[name] = [f"## {TITLES[name]}", "", body, "", f"_({time.time() - section_start:.0f} s)_", ""]
+        sections[name] = "\n".join([f"## {TITLES[name]}", "", body, "",
+                                    f"_({time.time() - section_start:.0f} s; `{command} --only {name}`, {stamp})_", ""])
         print(body, flush=True)
-    for name in SECTIONS:  # documented in a fixed order, whatever order they ran in
-        parts += sections.get(name, [])
-    parts.append(f"Total: {time.time() - started:.0f} s.")
 
     previous = args.output.read_text() if args.output.exists() else ""
-    head = previous.split(GENERATED)[0].rstrip() if GENERATED in previous else (
-        "# Benchmarks\n\n## What it shows\n\n(hand-written summary goes here)")
+    head, _, generated = previous.partition(GENERATED)
+    if not generated:
+        head = "# Benchmarks\n\n## What it shows\n\n(hand-written summary goes here)"
+    kept = _sections(generated)  # a run of some sections keeps the others' last results
+    parts = [f"Run: `{command}` on {stamp} ({', '.join(args.only)}; other sections kept from earlier runs).", "",
+             f"Machine: {common.machine(args.device)}.", ""]
+    for name in SECTIONS:  # documented in a fixed order, whatever order they ran in
+        block = sections.get(name) or kept.get(TITLES[name])
+        if block:
+            parts.append(block)
+    parts.append(f"Total: {time.time() - started:.0f} s.")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(head + "\n\n" + GENERATED + "\n\n" + "\n".join(parts) + "\n")
+    args.output.write_text(head.rstrip() + "\n\n" + GENERATED + "\n\n" + "\n".join(parts) + "\n")
     log(f"wrote {args.output}")
+
+
+def _sections(generated: str) -> dict[str, str]:
+    """The ``## title`` blocks of an earlier generated part, by title (its run header and total left out)."""
+    blocks, title = {}, None
+    for line in generated.splitlines():
+        if line.startswith("## "):
+            title = line[3:].strip()
+            blocks[title] = []
+        elif line.startswith("Total: "):
+            title = None
+        if title is not None:
+            blocks[title].append(line)
+    return {title: "\n".join(lines).rstrip() + "\n" for title, lines in blocks.items()}
 
 
 if __name__ == "__main__":
