@@ -60,10 +60,23 @@ def read_frames(path) -> list[np.ndarray]:
         frames.append(frame.astype(np.float32))
 
 
+def sound_seconds(path) -> float:
+    """Seconds of decoded sound in the file's first audio track (it must have one)."""
+    import av
+
+    with av.open(str(path)) as container:
+        assert container.streams.audio, f"{path} has no sound: LoadVideoFrames' audio must reach CreateVideo"
+        frames = list(container.decode(container.streams.audio[0]))
+        return sum(frame.samples for frame in frames) / frames[0].sample_rate
+
+
 def assert_edited_video(path) -> None:
     frames = read_frames(path)
     assert len(frames) == FRAMES, path
     assert all(frame.shape == (64, 64, 3) and np.isfinite(frame).all() and frame.std() > 1.0 for frame in frames)
+    # The clip's sound (silence here: the test clip has none), as long as the frames at the clip's 12 fps;
+    # AAC rounds up to whole 1024-sample frames.
+    assert FRAMES / 12 <= sound_seconds(path) <= FRAMES / 12 + 0.05, path
 
 
 @pytest.fixture(scope="module")
