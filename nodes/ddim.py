@@ -9,8 +9,9 @@ STEPS = ("INT", {"default": 50, "min": 1, "max": sampling.MAX_DDIM_STEPS, "toolt
 CONTEXT = {
     "context_frames": ("INT", {"default": sampling.DEFAULT_CONTEXT.frames, "min": 1, "max": 4096, "tooltip":
         "Frames the model sees at once. A longer clip is processed in overlapping windows of this many frames, "
-        "blended at every step, so memory follows the window, not the clip. A clip up to this long is one window, exactly as without windows. Use the same "
-        "value for EI2DDIMInvert and EI2Sample, ideally EI2OneShotTune's frames_per_step."}),
+        "blended at every step, so memory follows the window, not the clip. A clip up to this long is one "
+        "window, exactly as without windows. Use the same value for EI2DDIMInvert and EI2Sample, ideally "
+        "EI2OneShotTune's frames_per_step."}),
     "context_overlap": ("INT", {"default": sampling.DEFAULT_CONTEXT.overlap, "min": 0, "max": 4095, "tooltip":
         "Frames shared by neighbouring windows (at least; the last window ends on the clip's last frame). "
         "More overlap: smoother seams, more windows to run. Must be smaller than context_frames."}),
