@@ -6,7 +6,7 @@
         [--attention ffam] [--temporal stam] [--seed 0] --out OUT.mp4
     python -m benchmarks.toyworld benchmark [--quick] [--doc docs/benchmarks.md]
     python -m benchmarks.toyworld windows [--quick] [--frames 48] [--context-frames 16] [--context-overlap 4] \
-        [--doc docs/benchmarks.md]
+        [--overlaps 0,2,8] [--doc docs/benchmarks.md]
 """
 from __future__ import annotations
 
@@ -80,7 +80,10 @@ def main(argv=None):
     windows.add_argument("--frames", type=int, default=48)
     windows.add_argument("--clips", type=int, default=3, help="how many of the benchmark's source clips")
     windows.add_argument("--context-frames", type=int, default=16)
-    windows.add_argument("--context-overlap", type=int, default=4)
+    windows.add_argument("--context-overlap", type=int, default=4, help="overlap of the anchor comparison")
+    windows.add_argument("--overlaps", type=lambda text: [int(v) for v in text.split(",") if v], default=[0, 2, 8],
+                         help="further overlaps, without the anchor, paired against --context-overlap "
+                              "(comma-separated; '' for none)")
     windows.add_argument("--frames-per-step", type=int, help="tuning window (default: --context-frames)")
     windows.add_argument("--doc", type=Path, help="markdown file whose windows table is (re)written")
     args = parser.parse_args(argv)

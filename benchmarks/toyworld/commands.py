@@ -75,11 +75,11 @@ def write_windows_section(path: Path, table: str) -> None:
 
 
 def windows_command(args) -> list:
-    from .windows import WindowPlan, quick_plan, render_table, run_plan
+    from .windows import WindowPlan, quick_plan, render_table, run_plan, window_runs
 
-    context = (args.context_frames, args.context_overlap)
+    runs = window_runs(args.context_frames, args.context_overlap, tuple(args.overlaps))
     settings = replace(settings_from(args), frames_per_step=args.frames_per_step or args.context_frames)
-    plan = WindowPlan(frames=args.frames, context=context, settings=settings)
+    plan = WindowPlan(frames=args.frames, runs=runs, settings=settings)
     plan = replace(plan, clips=plan.clips[:args.clips])
     if args.quick:
         plan = quick_plan(plan)

@@ -1,18 +1,23 @@
 """Seams of context windows in the toy world: a long clip edited in windows against one window holding it all.
 
 Each long source clip is tuned once, as the pack tunes (``frames_per_step`` = the window length),
-then DDIM-inverted and edit-sampled three ways through ``ei2.context_windows``: one window holding
-the whole clip (the reference: every frame attends to every other), windows of (16, 4) with the
-anchor (frame 0 in every window), and the same windows without it.
+then DDIM-inverted and edit-sampled once per entry of the run table (``window_runs``: name → context
+frames, overlap, anchor) through ``ei2.context_windows``: one window holding the whole clip (the
+reference: every frame attends to every other); windows of (16, 4) with the anchor (frame 0 in every
+window) and without it (the pack's default); and, without the anchor, overlaps 0 (hard cuts: no
+blending), 2 and 8 in the same 16-frame windows.
 
 Metrics, all on the uint8 frames (pixel units 0–255) or the scorer's readings:
 - ``diff_ref``: per-frame mean |run − reference|; how far windowing moves the edit, overall and in
   the frames past the first window (where the anchor can act);
-- jumps: mean |frame[t+1] − frame[t]| per consecutive pair. A pair is a *seam* pair when either frame
-  lies in an overlap (held by two windows, so its result is a blend), else *away*. ``seam_excess`` is
+- jumps: mean |frame[t+1] − frame[t]| per consecutive pair. A pair is a *seam* pair, for the run's own
+  windows, when either frame lies in an overlap (held by two windows, so its result is a blend) or no
+  window holds both frames (the pair straddles a hard cut, overlap 0), else *away*. ``seam_excess`` is
   the run's mean jump minus the reference's at the same seam pairs (the motion and the edit's own
   flicker cancel out); ``away_excess`` the same away from seams. A seam that shows adds to the first only;
-- the scorer's edit accuracy and attribute flips per clip (``metrics.clip_metrics``).
+- the scorer's edit accuracy and attribute flips per clip (``metrics.clip_metrics``);
+- the cost: windows, and UNet frame evaluations per model call (every window's frames, plus the anchor
+  in each window after the first) over the clip's frames, i.e. relative to the one-window run.
 """
 from __future__ import annotations
 
@@ -35,17 +40,58 @@ from .sampling import guided_denoiser
 from .schedule import schedule_sigmas
 from .world import from_tensor_range, to_tensor_range
 
-RUNS = {"one window (reference)": None, "windows + anchor": True, "windows, no anchor": False}  # name -> anchor
+
+@dataclass(frozen=True)
+class Run:
+    """One row of the run table: ``frames`` per window (None: one window holding the whole clip), ``overlap``,
+    ``anchor``."""
+    frames: int | None
+    overlap: int = 0
+    anchor: bool = False
+
+    def context(self, clip_frames: int) -> tuple:
+        return (clip_frames, 0) if self.frames is None else (self.frames, self.overlap)
+
+    def label(self, clip_frames: int) -> str:
+        return f"{clip_frames} (whole clip)" if self.frames is None else f"({self.frames}, {self.overlap})"
+
+
+REFERENCE, BASELINE = "one window (reference)", "windows, no anchor"  # BASELINE: what the overlaps are paired with
+ANCHORED = "windows + anchor"
+
+
+def window_runs(frames: int = 16, overlap: int = 4, overlaps: tuple = (0, 2, 8)) -> dict:
+    """The run table, name → ``Run``; the defaults give
+
+    one window (reference)  whole clip, overlap 0, no anchor
+    windows + anchor        16, 4, anchor
+    windows, no anchor      16, 4            (the pack's default; the baseline of the paired differences)
+    overlap 0 (hard cuts)   16, 0
+    overlap 2               16, 2
+    overlap 8               16, 8
+    """
+    runs = {REFERENCE: Run(None), ANCHORED: Run(frames, overlap, True), BASELINE: Run(frames, overlap)}
+    for other in overlaps:
+        runs[f"overlap {other}" + " (hard cuts)" * (other == 0)] = Run(frames, other)
+    return runs
+
+
+RUNS = window_runs()
 EDIT_KINDS = ("colour", "shape", "background")  # clip i gets edit kind i mod 3: each kind appears
 
 
 @dataclass(frozen=True)
 class WindowPlan:
     frames: int = 48
-    context: tuple = (16, 4)  # the pack's default (frames, overlap)
+    runs: dict = field(default_factory=lambda: dict(RUNS))  # name -> Run; the first is the reference
     settings: EditSettings = EditSettings(frames_per_step=16)
     clips: tuple = SOURCE_CLIPS[:3]
     inflation: Inflation = Inflation("ffam", "stam")
+
+    @property
+    def context(self) -> tuple:
+        """The baseline's (frames, overlap): the reference's seam columns are read at its seams."""
+        return self.runs[BASELINE].context(self.frames)
 
 
 @torch.no_grad()
@@ -71,9 +117,20 @@ def overlap_frames(frames: int, context: tuple) -> np.ndarray:
 
 
 def seam_pairs(frames: int, context: tuple) -> np.ndarray:
-    """Bool ``(F − 1,)``: pair ``(t, t + 1)`` is a seam pair when either frame lies in an overlap."""
+    """Bool ``(F − 1,)``: pair ``(t, t + 1)`` is a seam pair when either frame lies in an overlap, or when no
+    window holds both frames (a hard cut between windows that do not overlap)."""
     overlap = overlap_frames(frames, context)
-    return overlap[:-1] | overlap[1:]
+    together = np.zeros(frames - 1, bool)
+    for window in context_windows(frames, *context):
+        together[window.start:window.stop - 1] = True
+    return overlap[:-1] | overlap[1:] | ~together
+
+
+def unet_frames(frames: int, run: Run) -> float:
+    """UNet frame evaluations per model call over the clip's frames (1 for one window): every window's frames,
+    plus the anchor in each window that does not start at frame 0."""
+    windows = context_windows(frames, *run.context(frames))
+    return sum(len(w) + (run.anchor and w.start > 0) for w in windows) / frames
 
 
 def frame_jumps(frames: np.ndarray) -> np.ndarray:
@@ -101,22 +158,25 @@ class CaseResult:
     seconds: float = 0.0
 
 
-def run_case(model: ToyT2I, clip: SourceClip, kind: str, plan: WindowPlan) -> CaseResult:
-    """One clip and one edit, the three runs."""
+def run_case(model: ToyT2I, clip: SourceClip, kind: str, plan: WindowPlan, log=None) -> CaseResult:
+    """One clip and one edit, every run of the table (the first is the reference)."""
     began = time.monotonic()
     source = clip.frames(plan.frames)
     prompt = clip.prompt(**{kind: clip.edits[kind]})
     video, _ = tune(model, source, clip.prompt(), plan.inflation, plan.settings)
-    seams = seam_pairs(plan.frames, plan.context)
     result = CaseResult(clip.name, kind)
     reference = None
-    for name, anchor in RUNS.items():
-        context = (plan.frames, 0) if anchor is None else plan.context
-        edited = invert_and_sample(video, source, clip.prompt(), prompt, plan.settings, context, bool(anchor))
+    for name, run in plan.runs.items():
+        run_began = time.monotonic()
+        context = run.context(plan.frames)
+        edited = invert_and_sample(video, source, clip.prompt(), prompt, plan.settings, context, run.anchor)
         reference = edited if reference is None else reference
+        seams = seam_pairs(plan.frames, plan.context if run.frames is None else context)
         scored = clip_metrics(source, edited, prompt)
         result.rows[name] = {**seam_metrics(edited, reference, seams, plan.context[0]),
                              "edit_acc": scored["edit_acc"], "flips": scored["flips"]}
+        if log is not None:
+            log(f"  {name}: {time.monotonic() - run_began:.0f} s")
     result.seconds = time.monotonic() - began
     return result
 
@@ -125,7 +185,7 @@ def run_plan(model: ToyT2I, plan: WindowPlan = WindowPlan(), log=print) -> list[
     results = []
     for index, clip in enumerate(plan.clips):
         kind = EDIT_KINDS[index % len(EDIT_KINDS)]
-        results.append(run_case(model, clip, kind, plan))
+        results.append(run_case(model, clip, kind, plan, log))
         log(f"{clip.name}, {kind}: {results[-1].seconds:.0f} s")
     return results
 
@@ -144,34 +204,62 @@ def _mean_and_error(values) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
 
 
+def paired(results: list[CaseResult], run: str, against: str, key: str) -> tuple[float, float]:
+    """Paired over cases: ``run`` − ``against``, mean and standard error."""
+    return _mean_and_error([r.rows[run][key] - r.rows[against][key] for r in results])
+
+
 def anchor_effect(results: list[CaseResult], key: str) -> tuple[float, float]:
     """Paired over cases: anchor − no anchor, mean and standard error."""
-    return _mean_and_error([r.rows["windows + anchor"][key] - r.rows["windows, no anchor"][key] for r in results])
+    return paired(results, ANCHORED, BASELINE, key)
+
+
+def overlap_runs(plan: WindowPlan) -> list[str]:
+    """The runs without the anchor that differ from the baseline in their overlap only."""
+    base = plan.runs[BASELINE]
+    return [name for name, run in plan.runs.items()
+            if run.frames == base.frames and not run.anchor and run.overlap != base.overlap]
 
 
 def render_table(results: list[CaseResult], plan: WindowPlan, minutes: float, note: str = "") -> str:
     s = plan.settings
     first = f"{plan.context[0]}"
-    header = "| run | " + " | ".join(title.replace("16", first) for _, title, _ in COLUMNS) + " |"
+    titles = [title.replace("16", first) for _, title, _ in COLUMNS]
+    header = "| run | context (frames, overlap) | windows | UNet frames × | seam pairs | " + " | ".join(titles) + " |"
     lines = [f"### Context windows: seams against one window (`python -m benchmarks.toyworld windows`)", "",
              f"{note}{len(results)} clips of {plan.frames} frames (32×32), one edit each "
              f"({', '.join(f'{r.clip}: {r.edit}' for r in results)}); EI² (ffam s={plan.inflation.coarse_stride} + "
              f"{plan.inflation.temporal_type}) tuned once per clip, {s.tune_steps} steps at lr {s.learning_rate:g}, "
-             f"frames_per_step={s.frames_per_step}; DDIM {s.ddim_steps} steps, CFG {s.guidance:g}; windows "
-             f"{plan.context} = {len(context_windows(plan.frames, *plan.context))} windows, "
-             f"{int(seam_pairs(plan.frames, plan.context).sum())} of {plan.frames - 1} frame pairs at seams; "
-             f"{minutes:.1f} min on CPU. Means over clips.", "",
-             header, "|" + "---|" * (len(COLUMNS) + 1)]
-    for name in RUNS:
+             f"frames_per_step={s.frames_per_step}; DDIM {s.ddim_steps} steps, CFG {s.guidance:g}; "
+             f"{minutes:.1f} min on CPU. Means over clips. UNet frames ×: UNet frame evaluations per step over the "
+             f"one-window run's; seam pairs: of the {plan.frames - 1} frame pairs, those touching an overlap or "
+             f"straddling a hard cut, per run (the reference's jumps are read at {plan.context}'s).", "",
+             header, "|" + "---|" * (len(COLUMNS) + 5)]
+    for name, run in plan.runs.items():
+        context = plan.context if run.frames is None else run.context(plan.frames)
+        cost = [run.label(plan.frames) + " + anchor" * run.anchor,
+                str(len(context_windows(plan.frames, *run.context(plan.frames)))),
+                f"{unet_frames(plan.frames, run):.2f}", str(int(seam_pairs(plan.frames, context).sum()))]
         cells = [fmt.format(float(np.mean([r.rows[name][key] for r in results]))) for key, _, fmt in COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(cost + cells) + " |")
     effects = []
-    for key, title, fmt in COLUMNS:
+    for (key, _, fmt), title in zip(COLUMNS, titles):
         mean, error = anchor_effect(results, key)
         scale = 100 if fmt.endswith("%}") else 1
-        effects.append(f"{title.replace('16', first)} {mean * scale:+.2f} ± {error * scale:.2f}")
+        effects.append(f"{title} {mean * scale:+.2f} ± {error * scale:.2f}")
     lines += ["", "Anchor − no anchor, paired over clips (mean ± standard error; × 100 for edit acc): "
               + "; ".join(effects) + "."]
+    others = overlap_runs(plan)
+    if others:
+        base = plan.runs[BASELINE].overlap
+        pairs = []
+        for name in others:
+            seam, seam_error = paired(results, name, BASELINE, "seam_excess")
+            diff, diff_error = paired(results, name, BASELINE, "diff_ref")
+            pairs.append(f"{name}: {seam:+.2f} ± {seam_error:.2f} seam jump − ref, {diff:+.2f} ± {diff_error:.2f} "
+                         "Δ ref px")
+        lines += ["", f"Each overlap − overlap {base} (no anchor), paired over clips (mean ± standard error): "
+                  + "; ".join(pairs) + "."]
     return "\n".join(lines) + "\n"
 
 
