@@ -149,8 +149,8 @@ def run(device="cpu", quick=False, log=print):
              "Shift columns: mean / max over blocks of mean_c |Δμ_c|/σ_c, geometric-mean variance ratio and the worst "
              "block's (as max(r, 1/r)), against the untuned ffam model (the temporal modules' own shift); the last "
              f"column against the image model (ffam alone shifts it by {untuned_shift[0]:.4f}).", ""]
-    header = ["temporal", "placement", "steps", "fit (loss drop)", "mean \|Δμ\|/σ", "max", "var ratio",
-              "worst var ×", "vs image: mean \|Δμ\|/σ"]
+    header = ["temporal", "placement", "steps", "fit (loss drop)", "mean \\|Δμ\\|/σ", "max", "var ratio",
+              "worst var ×", "vs image: mean \\|Δμ\\|/σ"]
     rows = [[t, p, n, f"{fit:.5f}", f"{a[0]:.4f}", f"{a[1]:.4f}", f"{a[2]:.4f}", f"{math.exp(a[3]):.3f}", f"{b[0]:.4f}"]
             for (t, p), curve in curves.items() for n, fit, a, b in curve if n in (0, STEPS)]
     lines.append(common.table(header, rows))
