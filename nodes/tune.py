@@ -7,6 +7,7 @@ from PIL import Image, ImageDraw
 
 from ..ei2.tuning import TRAIN_SETS, LossNotFinite
 from .adapter import training
+from .adapter.sampling import DEFAULT_CONTEXT
 from .adapter.runtime import Progress
 
 
@@ -41,7 +42,7 @@ class EI2OneShotTune:
             "gradient_checkpointing": ("BOOLEAN", {"default": True, "tooltip":
                 "Recompute activations in the backward pass: much less memory, about a third slower."}),
         }, "optional": {
-            "frames_per_step": ("INT", {"default": 16, "min": 1, "max": 4096, "tooltip":
+            "frames_per_step": ("INT", {"default": DEFAULT_CONTEXT.frames, "min": 1, "max": 4096, "tooltip":
                 "Frames in each training step (Tune-A-Video's n_sample_frames): every step tunes on a window of "
                 "this many frames from a random place in the clip, so memory follows the window, not the clip. "
                 "A clip up to this long is used whole. Match EI2DDIMInvert's and EI2Sample's context_frames."}),
@@ -51,7 +52,7 @@ class EI2OneShotTune:
         }}
 
     def tune(self, model, latent, conditioning, steps, learning_rate, train, seed, gradient_checkpointing,
-             frames_per_step=16, frame_stride=1):
+             frames_per_step=DEFAULT_CONTEXT.frames, frame_stride=1):
         progress = Progress(steps, console="EI² tuning")
         try:
             tuned, losses = training.tune(

@@ -37,14 +37,6 @@ def _check_steps(steps: int) -> None:
         raise ValueError(f"steps must be between 1 and {MAX_DDIM_STEPS}, got {steps}.")
 
 
-def _windowed_sampler(sampler_function, context: ContextWindows, **extra_options):
-    """A SAMPLER running ``sampler_function`` with every model call in ``context``'s windows."""
-    import comfy.samplers
-
-    return comfy.samplers.KSAMPLER(context.sampler(sampler_function, before_window=stop_if_cancelled),
-                                   extra_options=extra_options)
-
-
 def _planned_for_one_window(model, frames: int, context: ContextWindows):
     """A clone of ``model`` for which ComfyUI sizes its memory for one window (with its anchor), not all frames."""
     import comfy.patcher_extension
@@ -61,12 +53,17 @@ def _planned_for_one_window(model, frames: int, context: ContextWindows):
     return planned
 
 
-def _run_sampler(model, sampler, sigmas, latent, noise, positive, negative, cfg, seed, context):
-    """Run a SAMPLER through ComfyUI (conds, CFG, model loading, previews, progress, cancel); ``seed`` seeds η-noise."""
+def _run_sampler(model, sampler_function, context: ContextWindows, sigmas, latent, noise, positive, negative, cfg,
+                 seed, **extra_options):
+    """Run ``sampler_function`` (k-diffusion signature, ``extra_options`` as keywords) in ``context``'s windows
+    through ComfyUI (conds, CFG, model loading, previews, progress, cancel); ``seed`` seeds η-noise."""
     import comfy.sample
+    import comfy.samplers
     import comfy.utils
     import latent_preview
 
+    sampler = comfy.samplers.KSAMPLER(context.sampler(sampler_function, before_window=stop_if_cancelled),
+                                      extra_options=extra_options)
     model = _planned_for_one_window(model, latent.shape[0], context)
     callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
     return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
@@ -84,8 +81,8 @@ def invert(model, latent: dict, conditioning, steps: int, context: ContextWindow
     sigmas = ddim_sigmas(model.get_model_object("model_sampling").sigmas, steps).flip(0).float()
     with torch.inference_mode():
         # Starting at σ = 0, ComfyUI's noise scaling leaves the clean latent as it is.
-        inverted = _run_sampler(model, _windowed_sampler(ddim_invert, context), sigmas, samples,
-                                torch.zeros_like(samples), conditioning, conditioning, 1.0, 0, context)
+        inverted = _run_sampler(model, ddim_invert, context, sigmas, samples, torch.zeros_like(samples),
+                                conditioning, conditioning, 1.0, 0)
         noise = model.model.process_latent_in(inverted) / sigmas[-1]
     return {"samples": noise, INVERSION_KEY: {"steps": steps, "frames": samples.shape[0],
                                              "sigma": float(sigmas[-1]), "tuned_frames": tuned_frames(model)}}
@@ -112,6 +109,6 @@ def sample(model, positive, negative, latent: dict, *, steps: int, cfg: float, e
                         frames, window)
     sigmas = ddim_sigmas(model.get_model_object("model_sampling").sigmas, steps).float()
     with torch.inference_mode():
-        edited = _run_sampler(model, _windowed_sampler(ddim_sample, context, eta=eta), sigmas, torch.zeros_like(noise),
-                              noise, positive, negative, cfg, seed, context)
+        edited = _run_sampler(model, ddim_sample, context, sigmas, torch.zeros_like(noise), noise, positive, negative,
+                              cfg, seed, eta=eta)
     return {"samples": edited}

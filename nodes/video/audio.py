@@ -37,6 +37,7 @@ from .memory import check_audio_memory
 SILENT_SAMPLE_RATE = 44100
 SEEK_MARGIN_S = 0.5  # seek this far before the span: some decoders (AAC) need a frame or two to settle
 CANCEL_CHECK_EVERY = 64  # packets between cancel checks
+CHANNELS = {"mono": 1, "stereo": 2}  # the layouts the output comes in
 
 
 def selection_span(skip: int, every_nth: int, count: int, fps: float) -> tuple[float, float]:
@@ -75,7 +76,7 @@ def load_audio(path: Path, name: str, skip: int, every_nth: int, count: int, fps
             return silent_audio(duration)
         layout = "mono" if stream.codec_context.channels == 1 else "stereo"
         samples = span_samples(duration, rate)
-        check_audio_memory(samples, 1 if layout == "mono" else 2, rate)
+        check_audio_memory(samples, CHANNELS[layout], rate)
         # OpenCV's frame 0 is the video stream's first frame: the span is measured from there.
         origin = _stream_start(container.streams.video[0]) if container.streams.video else 0.0
         try:
@@ -126,7 +127,7 @@ def _decode(container, stream, start, samples, rate, layout):
     """Decode from where the container stands: (waveform, covered, whether the first frame began by ``start``)."""
     import av
 
-    waveform = np.zeros((1 if layout == "mono" else 2, samples), np.float32)
+    waveform = np.zeros((CHANNELS[layout], samples), np.float32)
     first = end = None
     landed_before = None
     resamplers: dict = {}
@@ -171,7 +172,7 @@ def _to_float(frame, resamplers: dict, layout: str, rate: int) -> np.ndarray:
         resamplers[key] = av.AudioResampler(format="fltp", layout=layout, rate=rate)
     parts = [converted.to_ndarray() for converted in resamplers[key].resample(frame)]
     if not parts:
-        return np.zeros((1 if layout == "mono" else 2, 0), np.float32)
+        return np.zeros((CHANNELS[layout], 0), np.float32)
     return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
 
 
