@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from ..ei2.ffam import ATTENTION_TYPES, COARSE_TYPES
+from ..ei2.inflation import TEMPORAL_PLACEMENTS, InflateOptions
 from ..ei2.stam import CENTERING_TYPES, MAPPING_TYPES
 from ..ei2.temporal import TEMPORAL_TYPES
-from .adapter.patching import TEMPORAL_PLACEMENTS, InflateOptions, inflate
+from .adapter.patching import inflate
 
 
 class EI2InflateUNet:

@@ -4,13 +4,14 @@
     python -m benchmarks.toyworld gate [--weights FILE] [--per-caption K] [--sheet PNG]
     python -m benchmarks.toyworld edit --clip CLIP.mp4 --source-prompt "…" --prompt "…" \
         [--attention ffam] [--temporal stam] [--seed 0] --out OUT.mp4
-    python -m benchmarks.toyworld benchmark [--quick] [--doc docs/benchmarks.md]
+    python -m benchmarks.toyworld benchmark [--quick] [--clips 48] [--subset 16] [--workers 2] [--doc docs/benchmarks.md]
     python -m benchmarks.toyworld windows [--quick] [--frames 48] [--context-frames 16] [--context-overlap 4] \
         [--overlaps 0,2,8] [--doc docs/benchmarks.md]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -18,12 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 
+from benchmarks.toyworld.benchmark import CACHE  # noqa: E402
 from benchmarks.toyworld.train import RUNS, TrainSettings, train  # noqa: E402
 from benchmarks.toyworld.weights_io import DEFAULT_WEIGHTS  # noqa: E402
 
 
 def add_edit_options(parser):
-    from benchmarks.toyworld.edit import EditSettings
+    from benchmarks.toyworld.edit import INVERSION_PROMPTS, EditSettings
 
     defaults = EditSettings()
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
@@ -31,7 +33,10 @@ def add_edit_options(parser):
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--train", default=defaults.train, help="temporal_and_queries | temporal | queries")
     parser.add_argument("--ddim-steps", type=int, default=defaults.ddim_steps)
-    parser.add_argument("--guidance", type=float, default=defaults.guidance)
+    parser.add_argument("--guidance", type=float, default=defaults.guidance,
+                        help="CFG (benchmark: each configuration samples at its workflow's CFG instead)")
+    parser.add_argument("--inversion", default=defaults.inversion, choices=INVERSION_PROMPTS,
+                        help="the prompt DDIM inversion is given: empty (the workflows') or the source prompt")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=1)
 
@@ -70,10 +75,15 @@ def main(argv=None):
     editor.add_argument("--max-frames", type=int, default=16)
     bench = commands.add_parser("benchmark", help="the edit benchmark; writes a markdown section")
     add_edit_options(bench)
-    bench.add_argument("--quick", action="store_true", help="one clip, no sweeps (a smoke run)")
+    bench.add_argument("--quick", action="store_true", help="two clips, one value per sweep (a smoke run)")
+    bench.add_argument("--clips", type=int, default=48, help="source clips (clips.py's family)")
+    bench.add_argument("--subset", type=int, default=16, help="the first clips, which also get ablations and sweeps")
     bench.add_argument("--frames", type=int, default=8)
-    bench.add_argument("--doc", type=Path, default=Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md",
-                       help="markdown file whose toyworld section is (re)written")
+    bench.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes, one torch thread each")
+    bench.add_argument("--cache", type=Path, default=CACHE, help="each job's rows; a rerun skips what is there")
+    bench.add_argument("--doc", type=lambda text: Path(text) if text else None,
+                       default=Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md",
+                       help="markdown file whose toyworld section is (re)written ('' for none)")
     windows = commands.add_parser("windows", help="context windows' seams against one window; prints a table")
     add_edit_options(windows)
     windows.add_argument("--quick", action="store_true", help="one clip (a smoke run)")

@@ -1,119 +1,180 @@
-"""The edit benchmark: EI² vs Tune-A-Video vs per-frame editing of toy clips, scored analytically.
+"""The edit benchmark: EI² vs Tune-A-Video vs per-frame editing of toy clips, at the users' budget and path.
 
-Each source clip is tuned and inverted once per configuration (``edit.tune_and_invert``), then
-sampled with the source prompt (reconstruction) and with one edit prompt per attribute kind
-(colour, shape, background). Configurations are (attention_type, temporal_type) pairs: the
-image model per frame, Tune-A-Video, EI², and the two cross ablations.
+Every job is one tuning run of one clip × configuration (``edit.tune``, checkpoints included), whose
+models are inverted and sampled for every variant the plan asks of them: a reconstruction (the
+inversion undone) and one edit of each kind (colour, shape, background). Defaults are the bundled
+workflows': 500 tuning steps at lr 3e-5, ``temporal_and_queries``, empty-prompt inversion, and each
+configuration's CFG (EI² 7.5, Tune-A-Video 12.5 as in ``ei2_vs_tuneavideo.json``).
+
+- the main configurations (EI², Tune-A-Video, per-frame) on every clip;
+- on the first ``subset`` clips also: the cross ablations, the budget curve (EI² and Tune-A-Video at
+  ``budgets`` steps: checkpoints of the 500-step run), other learning rates at ``lr_steps`` steps, the
+  guidance sweep and the source-prompt inversion (both from the 500-step models).
+Jobs run in ``workers`` processes of one torch thread each; each job's rows go to a JSON file in the
+cache folder as soon as it ends, keyed by everything that decides them, so an interrupted run resumes.
 """
 from __future__ import annotations
 
-import itertools
+import hashlib
+import json
+import multiprocessing
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
-import numpy as np
+from ei2.inflation import InflateOptions
 
-from .edit import EditSettings, tune_and_invert
-from .inflate import Inflation
+from .clips import SOURCE_CLIPS, SourceClip
+from .edit import EditSettings, invert, tune
 from .metrics import clip_metrics
-from .model import ToyT2I
-from .world import Scene, caption, clip_scenes, render_clip
 
+# name -> (attention_type, temporal_type, the CFG its workflow samples with)
 CONFIGS = {
-    "per-frame": ("per_frame", "none"),
-    "Tune-A-Video": ("sparse_causal", "vanilla"),
-    "EI²": ("ffam", "stam"),
-    "FFAM + vanilla": ("ffam", "vanilla"),
-    "sparse-causal + STAM": ("sparse_causal", "stam"),
+    "EI²": ("ffam", "stam", 7.5),
+    "Tune-A-Video": ("sparse_causal", "vanilla", 12.5),
+    "per-frame": ("per_frame", "none", 7.5),
+    "FFAM + vanilla": ("ffam", "vanilla", 7.5),  # EI² with Tune-A-Video's temporal module
+    "sparse-causal + STAM": ("sparse_causal", "stam", 12.5),  # Tune-A-Video with EI²'s temporal module
 }
-
-
-@dataclass(frozen=True)
-class SourceClip:
-    name: str
-    scene: Scene
-    end: tuple[float, float]
-    path: str
-    edits: dict  # edited scene attribute (the edit kind) -> its new value, e.g. {"colour": "blue"}
-
-    def frames(self, count: int) -> np.ndarray:
-        return render_clip(clip_scenes(self.scene, self.end, count, self.path))
-
-    def prompt(self, **changes) -> str:
-        return caption(replace(self.scene, **changes))
-
-
-SOURCE_CLIPS = (
-    SourceClip("red circle, line", Scene("red", "circle", "grey", (8.0, 9.0), 6.5), (24.0, 23.0), "line",
-               {"colour": "blue", "shape": "square", "background": "white"}),
-    SourceClip("blue square, arc", Scene("blue", "square", "white", (9.0, 16.0), 6.0), (23.0, 16.0), "arc",
-               {"colour": "yellow", "shape": "circle", "background": "black"}),
-    SourceClip("yellow triangle, line", Scene("yellow", "triangle", "black", (23.0, 9.0), 6.5), (9.0, 23.0), "line",
-               {"colour": "red", "shape": "square", "background": "grey"}),
-    SourceClip("green square, line", Scene("green", "square", "black", (9.0, 22.0), 6.0), (23.0, 10.0), "line",
-               {"colour": "yellow", "shape": "triangle", "background": "white"}),
-    SourceClip("red triangle, arc", Scene("red", "triangle", "white", (16.0, 8.5), 6.0), (16.0, 23.5), "arc",
-               {"colour": "green", "shape": "circle", "background": "black"}),
-    SourceClip("yellow circle, arc", Scene("yellow", "circle", "grey", (21.0, 21.0), 6.5), (11.0, 11.0), "arc",
-               {"colour": "blue", "shape": "triangle", "background": "black"}),
-)
+MAIN = ("EI²", "Tune-A-Video", "per-frame")
+ABLATIONS = ("FFAM + vanilla", "sparse-causal + STAM")
+SWEPT = ("EI²", "Tune-A-Video")  # budget curve, learning rates, guidance sweep, source-prompt inversion
+CACHE = Path(__file__).resolve().parent / "results"
 
 
 @dataclass(frozen=True)
 class Plan:
+    clips: tuple = SOURCE_CLIPS
+    subset: int = 16  # the first clips, which also get the ablations and sweeps
     frames: int = 8
     settings: EditSettings = EditSettings()
-    configs: tuple = tuple(CONFIGS)
-    clips: tuple = SOURCE_CLIPS
-    strides: tuple = (1, 2, 4)  # EI² coarse_stride sweep (2 is the main table's)
-    learning_rates: tuple = (1e-4, 3e-4, 1e-3)  # EI² tuning sweep, on the first clip
-    tune_steps: tuple = (20, 60)
+    budgets: tuple = (0, 50, 150, 500)  # tuning steps of the budget curve
+    learning_rates: tuple = (1e-4, 3e-4, 1e-3)  # other learning rates, at lr_steps
+    lr_steps: int = 150
+    guidances: tuple = (3.0, 5.0, 7.5, 12.5)
 
 
-def run_case(model: ToyT2I, clip: SourceClip, inflation: Inflation, settings: EditSettings, frames: int,
-             edit_kinds=None) -> list[dict]:
-    """One (clip, configuration): rows of metrics, one for reconstruction and one per edit kind."""
-    source = clip.frames(frames)
-    tuned = tune_and_invert(model, source, clip.prompt(), inflation, settings)
-    reconstruction = tuned.reconstruct()
-    recon = clip_metrics(source, reconstruction, clip.prompt(), reconstruction=reconstruction)
-    rows = [{"clip": clip.name, "edit": "reconstruction", "final_loss": _final_loss(tuned.losses),
-             "seconds": tuned.seconds, **recon}]
-    for kind, value in clip.edits.items():
-        if edit_kinds is not None and kind not in edit_kinds:
-            continue
-        began = time.monotonic()
-        prompt = clip.prompt(**{kind: value})
-        edited = tuned.sample(prompt)
-        rows.append({"clip": clip.name, "edit": kind, "seconds": time.monotonic() - began,
-                     **clip_metrics(source, edited, prompt)})
+@dataclass(frozen=True)
+class Job:
+    clip: int  # index into plan.clips
+    config: str
+    learning_rate: float
+    steps: int
+    variants: tuple  # (steps, inversion, guidance) to sample, each with a reconstruction and every edit
+
+    def key(self, plan: Plan, weights_id: str) -> str:
+        clip = plan.clips[self.clip]
+        described = json.dumps([clip.name, repr(clip), self.config, CONFIGS[self.config], self.learning_rate, self.steps,
+                                self.variants, plan.frames, asdict(plan.settings), weights_id])
+        return hashlib.sha256(described.encode()).hexdigest()[:20]
+
+
+def plan_jobs(plan: Plan) -> list[Job]:
+    """Every tuning run of the plan, the sweeps' clips first (so a partial run already has every table)."""
+    s = plan.settings
+    jobs = []
+    for index in range(len(plan.clips)):
+        swept = index < plan.subset
+        for config in MAIN + (ABLATIONS if swept else ()):
+            guidance = CONFIGS[config][2]
+            variants = [(s.tune_steps, s.inversion, guidance)]
+            if swept and config in SWEPT:
+                variants += [(steps, s.inversion, guidance) for steps in plan.budgets if steps != s.tune_steps]
+                variants += [(s.tune_steps, s.inversion, g) for g in plan.guidances if g != guidance]
+                variants += [(s.tune_steps, other, guidance) for other in ("empty", "source") if other != s.inversion]
+            jobs.append(Job(index, config, s.learning_rate, s.tune_steps, tuple(variants)))
+            if swept and config in SWEPT:
+                jobs += [Job(index, config, lr, plan.lr_steps, ((plan.lr_steps, s.inversion, guidance),))
+                         for lr in plan.learning_rates if lr != s.learning_rate]
+    jobs.sort(key=lambda job: job.clip >= plan.subset)  # stable: clip order within each part
+    return jobs
+
+
+def run_job(model, plan: Plan, job: Job) -> list[dict]:
+    """The rows of one job: per variant, a reconstruction row and one row per edit kind."""
+    clip: SourceClip = plan.clips[job.clip]
+    attention, temporal, _ = CONFIGS[job.config]
+    settings = replace(plan.settings, learning_rate=job.learning_rate, tune_steps=job.steps)
+    source = clip.frames(plan.frames)
+    began = time.monotonic()
+    checkpoints = sorted({steps for steps, _, _ in job.variants})
+    _, losses, models = tune(model, source, clip.prompt(),
+                             InflateOptions(attention_type=attention, temporal_type=temporal), settings, checkpoints)
+    tune_seconds = time.monotonic() - began
+    common = {"clip": clip.name, "config": job.config, "learning_rate": job.learning_rate}
+    rows, inverted = [], {}
+    for steps, inversion, guidance in job.variants:
+        variant = {**common, "steps": steps, "inversion": inversion, "guidance": guidance}
+        key = (steps, inversion)
+        if key not in inverted:
+            inverted[key] = invert(models[steps], source, clip.prompt(), replace(settings, inversion=inversion))
+            reconstruction = inverted[key].reconstruct()
+            recon = clip_metrics(source, reconstruction, clip.prompt(), reconstruction=reconstruction)
+            loss = losses[steps - 10:steps] if steps else []
+            rows.append({**variant, "guidance": 1.0, "edit": "reconstruction", "noise_std": inverted[key].noise_std,
+                         "final_loss": sum(loss) / len(loss) if loss else float("nan"), "tune_seconds": tune_seconds,
+                         **_numbers(recon)})
+        tuned = replace(inverted[key], settings=replace(inverted[key].settings, guidance=guidance))
+        for kind, value in clip.edits.items():
+            prompt = clip.prompt(**{kind: value})
+            rows.append({**variant, "edit": kind, **_numbers(clip_metrics(source, tuned.sample(prompt), prompt))})
     return rows
 
 
-def _final_loss(losses):
-    return float(np.mean(losses[-10:])) if losses else float("nan")
+def _numbers(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "per_frame"}
 
 
-def run_plan(model: ToyT2I, plan: Plan = Plan(), log=print) -> dict:
-    """All tables' raw rows: ``{"main": {config: rows}, "stride": {s: rows}, "tuning": {(lr, steps): rows}}``."""
-    results = {"main": {}, "stride": {}, "tuning": {}}
-    for name in plan.configs:
-        attention, temporal = CONFIGS[name]
-        rows = []
-        for clip in plan.clips:
-            rows += run_case(model, clip, Inflation(attention, temporal), plan.settings, plan.frames)
-        results["main"][name] = rows
-        log(f"{name}: {sum(r['seconds'] for r in rows):.0f} s")
-    for stride in plan.strides:
-        if stride == Inflation().coarse_stride and "EI²" in results["main"]:
-            results["stride"][stride] = results["main"]["EI²"]
-            continue
-        results["stride"][stride] = [row for clip in plan.clips for row in run_case(
-            model, clip, Inflation("ffam", "stam", coarse_stride=stride), plan.settings, plan.frames)]
-        log(f"coarse_stride {stride} done")
-    for lr, steps in itertools.product(plan.learning_rates, plan.tune_steps):
-        settings = replace(plan.settings, learning_rate=lr, tune_steps=steps)
-        results["tuning"][(lr, steps)] = run_case(model, plan.clips[0], Inflation("ffam", "stam"), settings,
-                                                  plan.frames)
-        log(f"lr {lr:g} × {steps} steps done")
-    return results
+def weights_id(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+_worker = {}
+
+
+def _start_worker(weights: str):
+    import torch
+
+    from .weights_io import load_model
+
+    torch.set_num_threads(1)
+    _worker["model"] = load_model(Path(weights))
+
+
+def _run_in_worker(args):
+    plan, job, path = args
+    began = time.monotonic()
+    rows = run_job(_worker["model"], plan, job)
+    _write_json(path, {"job": asdict(job), "seconds": time.monotonic() - began, "rows": rows})
+    return path
+
+
+def _write_json(path: Path, value) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(value, allow_nan=True))
+    temporary.replace(path)  # a job is cached whole or not at all
+
+
+def run_plan(weights: Path, plan: Plan = Plan(), *, workers: int = 2, cache: Path = CACHE, log=print) -> list[dict]:
+    """Run every job of ``plan`` not already in ``cache``; the rows of all its jobs."""
+    cache.mkdir(parents=True, exist_ok=True)
+    identity = weights_id(weights)
+    jobs = plan_jobs(plan)
+    paths = {job: cache / f"{job.key(plan, identity)}.json" for job in jobs}
+    todo = [(plan, job, paths[job]) for job in jobs if not paths[job].exists()]
+    log(f"{len(jobs)} jobs, {len(jobs) - len(todo)} cached in {cache}, {len(todo)} to run on {workers} worker(s)")
+    began = time.monotonic()
+    def report(done, path):
+        seconds = json.loads(path.read_text())["seconds"]
+        log(f"[{done}/{len(todo)}] {path.stem}: {seconds:.0f} s, {(time.monotonic() - began) / 60:.1f} min so far")
+
+    if todo and workers == 1:
+        _start_worker(str(weights))
+        for done, path in enumerate(map(_run_in_worker, todo), 1):
+            report(done, path)
+    elif todo:
+        context = multiprocessing.get_context("spawn")  # fresh processes: one torch thread each, no forked state
+        with context.Pool(workers, initializer=_start_worker, initargs=(str(weights),)) as pool:
+            for done, path in enumerate(pool.imap(_run_in_worker, todo), 1):
+                report(done, path)
+    return [row for job in jobs for row in json.loads(paths[job].read_text())["rows"]]

@@ -6,7 +6,8 @@ cross-attention (``attn2``) → GEGLU feed-forward, each pre-normed with a resid
 - ``attn1.frame_options``: when set, self-attention runs ``ei2.ffam.frame_attention`` on the
   projected q, k, v of the whole clip (what the pack's attn1 replace patch does);
 - ``temporal``: a module ``(hidden (B·F, N, C), frames) -> hidden`` that runs after the
-  feed-forward (Tune-A-Video's place, the pack's ``temporal_placement="after_feedforward"``).
+  feed-forward (Tune-A-Video's place, the pack's default) or, with ``temporal_placement =
+  "after_self_attention"``, right after self-attention (the pack's middle patch).
 Un-inflated, both are ``None`` and every image is processed alone.
 """
 from __future__ import annotations
@@ -60,7 +61,7 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """SD's BasicTransformerBlock, with a temporal-module slot after the feed-forward."""
+    """SD's BasicTransformerBlock, with a temporal-module slot after the feed-forward (or after self-attention)."""
 
     def __init__(self, dim: int, heads: int, context_dim: int):
         super().__init__()
@@ -69,12 +70,15 @@ class TransformerBlock(nn.Module):
         self.attn2 = Attention(dim, heads, context_dim)
         self.ff = FeedForward(dim)
         self.temporal: nn.Module | None = None  # set by inflation
+        self.temporal_placement = "after_feedforward"  # or "after_self_attention" (ei2.inflation.TEMPORAL_PLACEMENTS)
 
     def forward(self, x, context, *, frames: int, size: tuple[int, int]):
         x = x + self.attn1(self.norm1(x), frames=frames, size=size)
+        if self.temporal is not None and self.temporal_placement == "after_self_attention":
+            x = self.temporal(x, frames)
         x = x + self.attn2(self.norm2(x), context)
         x = x + self.ff(self.norm3(x))
-        if self.temporal is not None:
+        if self.temporal is not None and self.temporal_placement == "after_feedforward":
             x = self.temporal(x, frames)
         return x
 

@@ -2,8 +2,9 @@
 
 - edit accuracy: the fraction of frames where each target attribute (colour, shape, background)
   is read, and where all three are;
-- structure kept: centroid-trajectory error (pixels, edited vs source centroid per frame) and
-  mask IoU against the source's mask (meaningful when the shape is not the edit);
+- structure kept: centroid-trajectory error (pixels, edited vs source centroid per frame), mask IoU
+  against the source's mask and the area ratio (the edited shape's area over the source's; both
+  meaningful when the shape is not the edit);
 - temporal consistency: attribute flips (frames whose reading differs from the previous frame's)
   and centroid jitter (mean ‖c[t−1] − 2c[t] + c[t+1]‖, the trajectory's acceleration, minus the
   source's own: a shape moving smoothly scores 0);
@@ -50,6 +51,11 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
+def _nanmean(values) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(values)) if not np.isnan(values).all() else math.nan
+
+
 def clip_metrics(source: np.ndarray, edited: np.ndarray, prompt: str,
                  reconstruction: np.ndarray | None = None) -> dict:
     """Per-clip metrics (see module doc) and ``per_frame`` rows, for ``edited`` against ``source``."""
@@ -62,13 +68,15 @@ def clip_metrics(source: np.ndarray, edited: np.ndarray, prompt: str,
                     else math.nan)
         per_frame.append({"frame": index, **{f"{a}_ok": hits[a] for a in ATTRIBUTES},
                           "all_ok": all(hits.values()), "centroid_error": distance, "mask_iou": mask_iou(s.mask, e.mask),
+                          "area_ratio": e.area / s.area if s.area else math.nan,
                           **{a: getattr(e, a) for a in ATTRIBUTES}})
-    errors = np.array([row["centroid_error"] for row in per_frame])
+    errors = [row["centroid_error"] for row in per_frame]
     metrics = {f"{a}_acc": float(np.mean([row[f"{a}_ok"] for row in per_frame])) for a in ATTRIBUTES}
     metrics.update(
         edit_acc=float(np.mean([row["all_ok"] for row in per_frame])),
-        centroid_error=float(np.nanmean(errors)) if not np.isnan(errors).all() else math.nan,
+        centroid_error=_nanmean(errors),
         mask_iou=float(np.mean([row["mask_iou"] for row in per_frame])),
+        area_ratio=_nanmean([row["area_ratio"] for row in per_frame]),
         flips=flips(edited_readings),
         jitter=jitter(_centroids(edited_readings)) - jitter(_centroids(source_readings)),
         found=float(np.mean([r.colour is not None for r in edited_readings])),

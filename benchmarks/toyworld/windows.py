@@ -30,10 +30,10 @@ import torch
 
 from ei2.context_windows import ContextWindows, context_windows
 from ei2.ddim import ddim_invert, ddim_sample, ddim_sigmas
+from ei2.inflation import InflateOptions
 
-from .benchmark import SOURCE_CLIPS, SourceClip
+from .clips import SOURCE_CLIPS, SourceClip
 from .edit import EditSettings, tune
-from .inflate import Inflation
 from .metrics import clip_metrics
 from .model import ToyT2I
 from .sampling import guided_denoiser
@@ -86,7 +86,7 @@ class WindowPlan:
     runs: dict = field(default_factory=lambda: dict(RUNS))  # name -> Run; the first is the reference
     settings: EditSettings = EditSettings(frames_per_step=16)
     clips: tuple = SOURCE_CLIPS[:3]
-    inflation: Inflation = Inflation("ffam", "stam")
+    inflation: InflateOptions = InflateOptions(attention_type="ffam", temporal_type="stam")
 
     @property
     def context(self) -> tuple:
@@ -97,13 +97,13 @@ class WindowPlan:
 @torch.no_grad()
 def invert_and_sample(video: ToyT2I, clip: np.ndarray, source_prompt: str, prompt: str, settings: EditSettings,
                       context: tuple, anchor: bool) -> np.ndarray:
-    """``clip`` DDIM-inverted with ``source_prompt`` and sampled with ``prompt`` (CFG), every model call in
-    windows of ``context = (frames, overlap)``; ``(F, H, W, 3)`` uint8."""
+    """``clip`` DDIM-inverted (with the prompt ``settings.inversion`` names) and sampled with ``prompt`` (CFG), every
+    model call in windows of ``context = (frames, overlap)``; ``(F, H, W, 3)`` uint8."""
     sigmas = ddim_sigmas(schedule_sigmas(), settings.ddim_steps)
     invert = ContextWindows(*context, anchor=anchor).sampler(ddim_invert)
     sample = ContextWindows(*context, anchor=anchor).sampler(ddim_sample)
     x0 = torch.from_numpy(to_tensor_range(clip))
-    noise = invert(guided_denoiser(video, [source_prompt], 1.0, frames=None), x0, sigmas.flip(0))
+    noise = invert(guided_denoiser(video, [settings.inversion_prompt(source_prompt)], 1.0, frames=None), x0, sigmas.flip(0))
     edited = sample(guided_denoiser(video, [prompt], settings.guidance, frames=None), noise, sigmas)
     return from_tensor_range(edited.clamp(-1, 1).numpy())
 
@@ -163,7 +163,7 @@ def run_case(model: ToyT2I, clip: SourceClip, kind: str, plan: WindowPlan, log=N
     began = time.monotonic()
     source = clip.frames(plan.frames)
     prompt = clip.prompt(**{kind: clip.edits[kind]})
-    video, _ = tune(model, source, clip.prompt(), plan.inflation, plan.settings)
+    video, _, _ = tune(model, source, clip.prompt(), plan.inflation, plan.settings)
     result = CaseResult(clip.name, kind)
     reference = None
     for name, run in plan.runs.items():

@@ -18,39 +18,15 @@ frames of the clip, so F = batch // len(cond_or_uncond); chunks (cond / uncond) 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 
-from ...ei2.ffam import ATTENTION_TYPES, COARSE_TYPES, frame_attention
-from ...ei2.stam import CENTERING_TYPES, MAPPING_TYPES
-from ...ei2.temporal import TEMPORAL_TYPES, make_temporal
+from ...ei2.ffam import frame_attention
+from ...ei2.inflation import InflateOptions, build_temporal_modules
 
 OPTIONS_KEY = "ei2_inflation"  # in model_options: marks an inflated MODEL and records how
 ADDITIONAL_MODELS_KEY = "ei2_temporal"
-TEMPORAL_PLACEMENTS = ("after_feedforward", "after_self_attention")
-
-
-@dataclass(frozen=True)
-class InflateOptions:
-    attention_type: str = "ffam"
-    coarse_stride: int = 2
-    coarse_type: str = "avg"
-    temporal_type: str = "stam"
-    temporal_placement: str = "after_feedforward"
-    centering_type: str = "frames"
-    mapping_type: str = "spectral"
-    seed: int = 0
-
-    def __post_init__(self):
-        for name, allowed in (("attention_type", ATTENTION_TYPES), ("coarse_type", COARSE_TYPES),
-                              ("temporal_type", TEMPORAL_TYPES), ("temporal_placement", TEMPORAL_PLACEMENTS),
-                              ("centering_type", CENTERING_TYPES),
-                              ("mapping_type", MAPPING_TYPES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not supported; choose one of {', '.join(allowed)}.")
-        if self.coarse_stride < 1:
-            raise ValueError(f"coarse_stride must be at least 1, got {self.coarse_stride}.")
 
 
 def block_name(block: tuple, index: int) -> str:
@@ -115,37 +91,23 @@ def inflation_options(model) -> InflateOptions | None:
     return InflateOptions(**stored) if stored is not None else None
 
 
-def build_temporal_modules(model, options: InflateOptions) -> torch.nn.ModuleDict:
-    """Fresh fp32 temporal modules, one per transformer block, seeded; real tensors even under inference mode."""
-    modules = torch.nn.ModuleDict()
-    with torch.inference_mode(False), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(options.seed)
-        stam_options = {}
-        if options.temporal_type == "stam":
-            stam_options = dict(centering_type=options.centering_type, mapping_type=options.mapping_type)
-        for name, (_, transformer_block) in named_transformer_blocks(model).items():
-            channels = transformer_block.n_heads * transformer_block.d_head
-            module = make_temporal(options.temporal_type, channels, transformer_block.n_heads, **stam_options)
-            if module is not None:
-                modules[name] = module.float()
-    return modules
+def temporal_blocks(model) -> dict[str, tuple[int, int]]:
+    """``block_name -> (channels, heads)`` of every transformer block, in the order the UNet runs them."""
+    return {name: (block.n_heads * block.d_head, block.n_heads) for name, (_, block) in named_transformer_blocks(model).items()}
 
 
 def inflate(model, options: InflateOptions):
     """A clone of ``model`` that edits video: frame attention + temporal modules. ``model`` is not touched."""
     check_supported(model)
-    modules = build_temporal_modules(model, options)  # may raise: done before anything is patched
+    modules = build_temporal_modules(temporal_blocks(model), options)  # may raise: done before anything is patched
     inflated = model.clone()
 
-    if options.attention_type != "per_frame":  # per_frame is the image model's own attention
+    frame_options = options.frame_attention_options()
+    if frame_options is not None:  # None: per_frame is the image model's own attention
         def attn1(q, k, v, extra_options):
             height, width = extra_options["activations_shape"][-2:]
-            return frame_attention(
-                q, k, v, frames=frames_in(q.shape[0], extra_options), heads=extra_options["n_heads"],
-                size=(height, width), attention_type=options.attention_type,
-                coarse_stride=options.coarse_stride, coarse_type=options.coarse_type,
-                attention=_comfyui_attention(extra_options),
-            )
+            return frame_attention(q, k, v, frames=frames_in(q.shape[0], extra_options), heads=extra_options["n_heads"],
+                                   size=(height, width), attention=_comfyui_attention(extra_options), **frame_options)
 
         for (stage, number, index), _ in transformer_blocks(model.model.diffusion_model):
             inflated.set_model_attn1_replace(attn1, stage, number, index)

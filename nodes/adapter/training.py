@@ -6,8 +6,8 @@ from contextlib import contextmanager, nullcontext
 import torch
 import torch.utils.checkpoint
 
-from ...ei2.spectral import settle
-from ...ei2.tuning import TRAIN_SETS, one_shot_tune, window_length
+from ...ei2.inflation import check_train, finish_tuning, tuning_parameters
+from ...ei2.tuning import one_shot_tune, window_length
 from .patching import attach_temporal_modules, check_latent, copy_of_temporal_modules, inflation_options, query_weight_keys
 from .tuned_state import set_query_deltas
 
@@ -119,8 +119,7 @@ def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rat
 
     if inflation_options(model) is None:
         raise ValueError("EI2OneShotTune needs an inflated MODEL: add EI2InflateUNet between the checkpoint loader and this node.")
-    if train not in TRAIN_SETS:
-        raise ValueError(f"train={train!r} is not supported; choose one of {', '.join(TRAIN_SETS)}.")
+    check_train(train)
     check_latent({"samples": latents}, "latent")
     window = window_length(latents.shape[0], frames_per_step or latents.shape[0], frame_stride)
     if len(conditioning) != 1:
@@ -132,22 +131,14 @@ def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rat
     with torch.inference_mode(False):
         modules = copy_of_temporal_modules(model)
         attach_temporal_modules(tuned, modules)
-        keys = query_weight_keys(model) if train in ("temporal_and_queries", "queries") else []
         weights = dict(model.model.named_parameters())
         device = model.load_device
-        deltas = {key: torch.zeros(weights[key].shape, dtype=torch.float32, device=device, requires_grad=True)
-                  for key in keys}
         # Frozen parts (vanilla's LayerNorm, as in Tune-A-Video) and, for train=queries, the whole
         # temporal modules get no gradient at all: nothing accumulates on the returned MODEL.
-        trainable = [p for p in modules.parameters() if p.requires_grad]
-        trained, frozen = (trainable, []) if train != "queries" else ([], trainable)
-        params = trained + list(deltas.values())
-        if not params:
-            raise ValueError(f"Nothing to tune: train={train!r} but this MODEL has no temporal modules "
-                             "(temporal_type none). Choose train=queries or inflate with stam/vanilla.")
+        tuning = tuning_parameters(modules, {key: weights[key] for key in query_weight_keys(model)}, train, device)
 
         trainer = tuned.clone()  # loaded for training only, then unloaded; never returned
-        training_copies = _use_training_copies(trainer, deltas)
+        training_copies = _use_training_copies(trainer, tuning.deltas)
         loaded = [trainer, *trainer.get_nested_additional_models()]
         comfy.model_management.load_models_gpu(loaded, force_full_load=True)
         x0 = trainer.model.process_latent_in(latents.clone()).to(device)
@@ -163,9 +154,9 @@ def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rat
 
         checkpointing = _gradient_checkpointing(trainer.model.diffusion_model) if gradient_checkpointing else nullcontext()
         try:
-            with _frozen([*trainer.model.diffusion_model.parameters(), *frozen]), checkpointing:
+            with _frozen([*trainer.model.diffusion_model.parameters(), *tuning.frozen]), checkpointing:
                 losses = one_shot_tune(
-                    predict_eps, x0, trainer.model.model_sampling.sigmas, params, steps=steps,
+                    predict_eps, x0, trainer.model.model_sampling.sigmas, tuning.params, steps=steps,
                     learning_rate=learning_rate, seed=seed, on_step=on_step, frames_per_step=window,
                     frame_stride=frame_stride,
                     loss_scaling=device.type == "cuda" and trainer.model.get_dtype() == torch.float16)
@@ -173,8 +164,7 @@ def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rat
             for patcher in loaded:
                 _unload(patcher)
             _remove_weight_functions(trainer.model.diffusion_model, training_copies)
-        if trained:
-            settle(modules)  # the tuned spectral clips hold to ~1e-4 from the first sampling step on
+        finish_tuning(modules, tuning)
         info = dict(frames=window, steps=steps, learning_rate=learning_rate, train=train, seed=seed)
-        set_query_deltas(tuned, {key: delta.detach().cpu() for key, delta in deltas.items()}, info)
+        set_query_deltas(tuned, {key: delta.detach().cpu() for key, delta in tuning.deltas.items()}, info)
     return tuned, losses

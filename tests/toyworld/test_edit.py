@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from benchmarks.toyworld.edit import EditSettings, edit_clip
-from benchmarks.toyworld.inflate import Inflation
 from benchmarks.toyworld.model import ToyConfig, ToyT2I
 from benchmarks.toyworld.video_io import read_clip, write_clip
 from benchmarks.toyworld.world import Scene, clip_scenes, render_clip
+from ei2.inflation import InflateOptions
 
 TINY = ToyConfig(channels=(8, 16), heads=2, context_dim=16, embedding_dim=16)
 CLIP = render_clip(clip_scenes(Scene("red", "circle", "grey", (9.0, 9.0), 6.0), (22.0, 20.0), frames=3))
@@ -28,7 +28,7 @@ def test_edit_runs_and_repeats_exactly(attention, temporal):
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     args = (model, CLIP, "a red circle on a grey background", "a blue circle on a grey background",
-            Inflation(attention, temporal))
+            InflateOptions(attention_type=attention, temporal_type=temporal))
     first = edit_clip(*args, FAST, reconstruct=True)
     second = edit_clip(*args, FAST, reconstruct=True)
     assert first.edited.shape == CLIP.shape and first.edited.dtype == np.uint8
@@ -38,10 +38,11 @@ def test_edit_runs_and_repeats_exactly(attention, temporal):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_temporal_only_tuning_without_temporal_modules_skips_tuning():
-    result = edit_clip(tiny_model(), CLIP, "a red circle on a grey background", "a red circle on a grey background",
-                       Inflation("per_frame", "none"), EditSettings(tune_steps=2, ddim_steps=2, train="temporal"))
-    assert result.losses == []
+def test_temporal_only_tuning_without_temporal_modules_is_refused_as_the_pack_refuses_it():
+    with pytest.raises(ValueError, match="Nothing to tune: train='temporal'"):
+        edit_clip(tiny_model(), CLIP, "a red circle on a grey background", "a red circle on a grey background",
+                  InflateOptions(attention_type="per_frame", temporal_type="none"),
+                  EditSettings(tune_steps=2, ddim_steps=2, train="temporal"))
 
 
 def test_clip_files_round_trip(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks.toyworld.edit import EditSettings, edit_clip
 from benchmarks.toyworld.gate import evaluate_gate
-from benchmarks.toyworld.inflate import Inflation
+from ei2.inflation import InflateOptions
 from benchmarks.toyworld.metrics import clip_metrics
 from benchmarks.toyworld.weights_io import DEFAULT_WEIGHTS, load_model
 from benchmarks.toyworld.world import Scene, clip_scenes, render_clip
@@ -23,7 +23,7 @@ def test_committed_weights_pass_the_gate():
 def test_an_ei2_colour_edit_changes_the_colour_and_keeps_the_path():
     clip = render_clip(clip_scenes(Scene("green", "square", "white", (9.0, 10.0), 6.5), (23.0, 21.0), frames=4))
     prompt = "a red square on a white background"
-    result = edit_clip(load_model(), clip, "a green square on a white background", prompt, Inflation("ffam", "stam"),
+    result = edit_clip(load_model(), clip, "a green square on a white background", prompt, InflateOptions(attention_type="ffam", temporal_type="stam"),
                        EditSettings(tune_steps=20, ddim_steps=15))
     metrics = clip_metrics(clip, result.edited, prompt)
     assert metrics["colour_acc"] >= 0.75 and metrics["background_acc"] == 1.0

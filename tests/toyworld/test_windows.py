@@ -6,7 +6,7 @@ import torch
 from benchmarks.toyworld.__main__ import main
 from benchmarks.toyworld.commands import GENERATED, WINDOWS_BEGIN, WINDOWS_END
 from benchmarks.toyworld.edit import EditSettings, tune_and_invert
-from benchmarks.toyworld.inflate import Inflation
+from ei2.inflation import InflateOptions
 from benchmarks.toyworld.model import ToyT2I
 from benchmarks.toyworld.report import BEGIN, END
 from benchmarks.toyworld.sampling import guided_denoiser
@@ -23,7 +23,7 @@ SOURCE, EDIT = "a red circle on a grey background", "a blue circle on a grey bac
 def test_one_window_is_the_unwindowed_pipeline_bit_for_bit():
     clip = render_clip(clip_scenes(Scene("red", "circle", "grey", (9.0, 9.0), 6.0), (22.0, 20.0), frames=6))
     settings = EditSettings(tune_steps=2, ddim_steps=3, guidance=2.0, seed=1)
-    tuned = tune_and_invert(tiny_model(), clip, SOURCE, Inflation("ffam", "stam"), settings)
+    tuned = tune_and_invert(tiny_model(), clip, SOURCE, InflateOptions(attention_type="ffam", temporal_type="stam"), settings)
     windowed = invert_and_sample(tuned.video, clip, SOURCE, EDIT, settings, context=(6, 0), anchor=True)
     assert np.array_equal(windowed, tuned.sample(EDIT))
 
