@@ -81,6 +81,7 @@ def main(argv=None):
     bench.add_argument("--frames", type=int, default=8)
     bench.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes, one torch thread each")
     bench.add_argument("--cache", type=Path, default=CACHE, help="each job's rows; a rerun skips what is there")
+    bench.add_argument("--report-only", action="store_true", help="run nothing: the tables of the jobs already cached")
     bench.add_argument("--doc", type=lambda text: Path(text) if text else None,
                        default=Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md",
                        help="markdown file whose toyworld section is (re)written ('' for none)")

@@ -155,14 +155,17 @@ def _write_json(path: Path, value) -> None:
     temporary.replace(path)  # a job is cached whole or not at all
 
 
-def run_plan(weights: Path, plan: Plan = Plan(), *, workers: int = 2, cache: Path = CACHE, log=print) -> list[dict]:
-    """Run every job of ``plan`` not already in ``cache``; the rows of all its jobs."""
+def run_plan(weights: Path, plan: Plan = Plan(), *, workers: int = 2, cache: Path = CACHE, run: bool = True,
+             log=print) -> list[dict]:
+    """Run every job of ``plan`` not already in ``cache``; the rows of all its jobs (``run=False``: of the cached ones)."""
     cache.mkdir(parents=True, exist_ok=True)
     identity = weights_id(weights)
     jobs = plan_jobs(plan)
     paths = {job: cache / f"{job.key(plan, identity)}.json" for job in jobs}
     todo = [(plan, job, paths[job]) for job in jobs if not paths[job].exists()]
     log(f"{len(jobs)} jobs, {len(jobs) - len(todo)} cached in {cache}, {len(todo)} to run on {workers} worker(s)")
+    if not run:
+        todo = []
     began = time.monotonic()
     def report(done, path):
         seconds = json.loads(path.read_text())["seconds"]
@@ -177,4 +180,4 @@ def run_plan(weights: Path, plan: Plan = Plan(), *, workers: int = 2, cache: Pat
         with context.Pool(workers, initializer=_start_worker, initargs=(str(weights),)) as pool:
             for done, path in enumerate(pool.imap(_run_in_worker, todo), 1):
                 report(done, path)
-    return [row for job in jobs for row in json.loads(paths[job].read_text())["rows"]]
+    return [row for job in jobs if paths[job].exists() for row in json.loads(paths[job].read_text())["rows"]]

@@ -17,14 +17,30 @@ def test_every_foreground_colour_is_far_from_every_background():
         assert np.linalg.norm(np.subtract(fg, bg)) > 1.6 * FOREGROUND_DISTANCE
 
 
-def test_reads_every_attribute_of_clean_renders():
+def test_reads_every_attribute_of_clean_flat_renders():
     rng = np.random.default_rng(0)
     for _ in range(300):
         scene = random_scene(rng)
-        reading = read_image(render(scene))
+        reading = read_image(render(scene, textured=False))
         assert (reading.colour, reading.shape, reading.background) == (scene.colour, scene.shape, scene.background)
         truth = shape_mask(scene.shape, scene.center, scene.size)
         assert mask_iou(reading.mask, truth) > 0.85  # the median filter trims corners only
+
+
+def test_reads_every_attribute_of_clean_textured_renders():
+    rng = np.random.default_rng(0)
+    ious, errors = [], []
+    for _ in range(1000):
+        scene = random_scene(rng)
+        reading = read_image(render(scene))
+        assert (reading.colour, reading.shape, reading.background) == (scene.colour, scene.shape, scene.background)
+        ious.append(mask_iou(reading.mask, shape_mask(scene.shape, scene.center, scene.size)))
+        ys, xs = np.nonzero(shape_mask(scene.shape, scene.center, scene.size))
+        errors.append(np.hypot(reading.centroid[0] - xs.mean() - 0.5, reading.centroid[1] - ys.mean() - 0.5))
+    # Soft edges: whether a partly covered edge row counts depends on the colours' contrast, so a
+    # small square may gain or lose one row (IoU ≈ 0.8); typically the mask is the pixel-centre mask.
+    assert min(ious) > 0.75 and np.mean(ious) > 0.93
+    assert np.percentile(errors, 95) < 0.6
 
 
 def test_centroid_is_the_centre_of_a_symmetric_shape():
@@ -33,10 +49,11 @@ def test_centroid_is_the_centre_of_a_symmetric_shape():
         assert reading.centroid == pytest.approx((12.3, 19.6), abs=0.6)
 
 
-def test_tolerates_sample_noise():
+@pytest.mark.parametrize("textured", [False, True])
+def test_tolerates_sample_noise(textured):
     rng = np.random.default_rng(1)
     scenes = [random_scene(rng) for _ in range(200)]
-    readings = [read_image(noisy(render(s), 40, rng)) for s in scenes]
+    readings = [read_image(noisy(render(s, textured=textured), 40, rng)) for s in scenes]
     assert all(r.colour == s.colour and r.background == s.background for r, s in zip(readings, scenes))
     assert np.mean([r.shape == s.shape for r, s in zip(readings, scenes)]) >= 0.98
 
