@@ -1,6 +1,6 @@
 """The toy world's commands.
 
-    python -m benchmarks.toyworld train [--steps N] [--threads T] [--run-dir DIR] [--max-minutes M]
+    python -m benchmarks.toyworld train [--steps N] [--init WEIGHTS] [--threads T] [--run-dir DIR] [--max-minutes M]
     python -m benchmarks.toyworld gate [--weights FILE] [--per-caption K] [--sheet PNG]
     python -m benchmarks.toyworld edit --clip CLIP.mp4 --source-prompt "…" --prompt "…" \
         [--attention ffam] [--temporal stam] [--seed 0] --out OUT.mp4
@@ -49,7 +49,9 @@ def main(argv=None):
     trainer.add_argument("--steps", type=int, default=defaults.steps)
     trainer.add_argument("--batch", type=int, default=defaults.batch)
     trainer.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    trainer.add_argument("--warmup", type=int, default=defaults.warmup)
     trainer.add_argument("--seed", type=int, default=defaults.seed)
+    trainer.add_argument("--init", help="weights file to fine-tune from (default: train from the seed's initialisation)")
     trainer.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     trainer.add_argument("--run-dir", type=Path, default=RUNS / "default")
     trainer.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
@@ -102,7 +104,8 @@ def main(argv=None):
 
     if args.command == "train":
         settings = TrainSettings(steps=args.steps, batch=args.batch, learning_rate=args.learning_rate,
-                                 seed=args.seed, checkpoint_every=args.checkpoint_every)
+                                 warmup=args.warmup, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                                 init=args.init)
 
         def log(line):
             print(line, flush=True)

@@ -7,6 +7,10 @@ of threads (float summation order), and a resumed run continues exactly where it
 
 Every ``checkpoint_every`` steps the full state (weights, EMA, optimiser) goes to
 ``run_dir/state.pt`` and the EMA weights to the weights file; the log is ``run_dir/train.log``.
+
+``init`` (a weights file) fine-tunes instead of training from scratch: model and EMA start from
+its weights (its config is used), the optimiser and the step count start afresh; batches are
+still drawn from ``(seed, step)``, so a fine-tune is as reproducible as a run from scratch.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ class TrainSettings:
     grad_clip: float = 1.0
     seed: int = 0
     checkpoint_every: int = 250
+    init: str | None = None  # weights file to fine-tune from (None: train from the seed's initialisation)
 
 
 def training_batch(seed: int, step: int, batch: int, caption_dropout: float):
@@ -68,15 +73,24 @@ def train(settings: TrainSettings, run_dir: Path = RUNS / "default", weights: Pa
     """Train (or resume) to ``settings.steps``; returns the EMA model."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(settings.seed)  # the initial weights
-    model = ToyT2I(config)
+    facts = {}
+    if settings.init is not None:
+        from .weights_io import load_model, read_metadata
+
+        model = load_model(settings.init).train().requires_grad_(True)
+        config = model.config
+        facts = {"init": Path(settings.init).name, "init_steps": read_metadata(settings.init).get("steps")}
+    else:
+        torch.manual_seed(settings.seed)  # the initial weights
+        model = ToyT2I(config)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-2)
     start, state_path = 0, run_dir / "state.pt"
     if state_path.exists():
         state = torch.load(state_path, weights_only=False)
-        if state["settings"]["seed"] != settings.seed or state["config"] != asdict(config):
-            raise ValueError(f"{state_path} belongs to another run (seed or config differ); pick another run_dir")
+        if (state["settings"]["seed"] != settings.seed or state["config"] != asdict(config)
+                or state["settings"].get("init") != settings.init):
+            raise ValueError(f"{state_path} belongs to another run (seed, init or config differ); pick another run_dir")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -90,7 +104,7 @@ def train(settings: TrainSettings, run_dir: Path = RUNS / "default", weights: Pa
         torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                     "step": step, "settings": asdict(settings), "config": asdict(config)}, partial)
         partial.replace(state_path)
-        save_weights(ema, weights, steps=step, seed=settings.seed, batch=settings.batch)
+        save_weights(ema, weights, steps=step, seed=settings.seed, batch=settings.batch, **facts)
 
     step = start
     for step in range(start, settings.steps):
@@ -117,3 +131,4 @@ def train(settings: TrainSettings, run_dir: Path = RUNS / "default", weights: Pa
             log(f"stopped after {max_minutes} minutes at step {done}")
             break
     return ema.eval()
+

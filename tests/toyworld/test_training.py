@@ -40,3 +40,23 @@ def test_weights_file_holds_the_ema_model_and_its_facts(tmp_path):
     assert read_metadata(tmp_path / "w.safetensors")["steps"] == 2
     for p, q in zip(ema.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(p, q)
+
+
+def test_fine_tuning_starts_from_its_init_weights_and_is_reproducible(tmp_path):
+    import pytest
+
+    train(TrainSettings(steps=2, **SETTINGS), tmp_path / "base", tmp_path / "base.safetensors", TINY, log=quiet)
+    init = str(tmp_path / "base.safetensors")
+    untouched = train(TrainSettings(steps=0, init=init, **SETTINGS), tmp_path / "zero", tmp_path / "zero.safetensors",
+                      log=quiet)
+    for p, q in zip(load_model(tmp_path / "base.safetensors").state_dict().values(), untouched.state_dict().values()):
+        assert torch.equal(p, q)
+    a = train(TrainSettings(steps=3, init=init, **SETTINGS), tmp_path / "a", tmp_path / "a.safetensors", log=quiet)
+    b = train(TrainSettings(steps=3, init=init, **SETTINGS), tmp_path / "b", tmp_path / "b.safetensors", log=quiet)
+    assert a.config == TINY  # the init file's config, not the default
+    for p, q in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(p, q)
+    facts = read_metadata(tmp_path / "a.safetensors")
+    assert (facts["steps"], facts["init"], facts["init_steps"]) == (3, "base.safetensors", 2)
+    with pytest.raises(ValueError, match="another run"):  # a run dir remembers what it was initialised from
+        train(TrainSettings(steps=4, **SETTINGS), tmp_path / "a", tmp_path / "a.safetensors", TINY, log=quiet)
