@@ -1,4 +1,6 @@
 """The edit pipeline (inflate → tune → invert → sample) runs the ei2 core on the toy model, reproducibly."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -50,3 +52,20 @@ def test_clip_files_round_trip(tmp_path):
     assert np.array_equal(read_clip(tmp_path / "clip.avi"), CLIP)
     write_clip(tmp_path / "clip.mp4", CLIP)
     assert np.abs(read_clip(tmp_path / "clip.mp4").astype(int) - CLIP).max() < 40
+
+
+def test_a_checkpoint_of_a_longer_run_is_the_shorter_run():
+    """The budget curve samples checkpoints of one run: each must be the model a run of that length gives."""
+    from benchmarks.toyworld.edit import tune
+
+    options = InflateOptions(attention_type="ffam", temporal_type="stam")
+    _, losses, checkpoints = tune(tiny_model(), CLIP, "a red circle on a grey background", options,
+                                  replace(FAST, tune_steps=4, learning_rate=1e-2), checkpoints=(0, 2, 4))
+    short, short_losses, _ = tune(tiny_model(), CLIP, "a red circle on a grey background", options,
+                                  replace(FAST, tune_steps=2, learning_rate=1e-2))
+    assert short_losses == losses[:2]
+    for key, value in short.state_dict().items():
+        assert torch.equal(checkpoints[2].state_dict()[key], value), key
+    untuned = tune(tiny_model(), CLIP, "", options, replace(FAST, tune_steps=0))[0]
+    assert all(torch.equal(checkpoints[0].state_dict()[k], v) for k, v in untuned.state_dict().items())
+    assert any(not torch.equal(checkpoints[4].state_dict()[k], v) for k, v in short.state_dict().items())
