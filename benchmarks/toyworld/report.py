@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .benchmark import ABLATIONS, CONFIGS, MAIN, SWEPT, Plan
-from .stats import paired_difference
+from .stats import MIN_CLIPS, paired_difference
 
 BEGIN, END = "<!-- toyworld:begin -->", "<!-- toyworld:end -->"
 KINDS = ("colour", "shape", "background")
@@ -129,11 +129,10 @@ def render_report(rows: list[dict], plan: Plan, weights_note: str, minutes: floa
         "noise: 1); recon — the inversion sampled back with its own prompt, no CFG. "
         f"The ablations and sweeps run on the first {plan.subset} clips.",
         "",
-        summary_table("configuration", {c + (f" ({plan.subset} clips)" if c in ABLATIONS else ""): main(c)
-                                        for c in present}),
+        summary_table("configuration", {c: main(c) for c in present}),
         "",
         "Paired differences over clips, mean [95 % bootstrap interval]; **bold**: the interval excludes 0 "
-        "(edit acc in percentage points).",
+        f"(called only from {MIN_CLIPS} clips on); edit acc in percentage points.",
         "",
         difference_table("comparison", {
             "EI² − Tune-A-Video": (main("EI²"), main("Tune-A-Video")),
@@ -144,7 +143,7 @@ def render_report(rows: list[dict], plan: Plan, weights_note: str, minutes: floa
     ]
     swept = [c for c in SWEPT if on_subset(main(c))]
     if swept and plan.budgets:
-        parts += ["", f"Budget curve ({plan.subset} clips; the shorter budgets are checkpoints of the "
+        parts += ["", "Budget curve (the sweep clips; the shorter budgets are checkpoints of the "
                   f"{s.tune_steps}-step run, 0 = inflated, not tuned), and other learning rates at {plan.lr_steps} steps; "
                   f"differences against {s.tune_steps} steps at lr {s.learning_rate:g}:", ""]
         runs = [(c, f"{c}, {steps} steps", on_subset(main(c, steps=steps)))
@@ -156,7 +155,7 @@ def render_report(rows: list[dict], plan: Plan, weights_note: str, minutes: floa
         parts += ["", difference_table("run − full budget", {
             label: (r, on_subset(main(c))) for c, label, r in runs if r and r != on_subset(main(c))})]
     if swept and plan.guidances:
-        parts += ["", f"Guidance sweep ({plan.subset} clips, {s.tune_steps} steps), differences against each "
+        parts += ["", f"Guidance sweep (the sweep clips, {s.tune_steps} steps), differences against each "
                   "configuration's workflow CFG:", ""]
         runs = [(c, f"{c}, CFG {g:g}", on_subset(main(c, guidance=g)))
                 for c in swept for g in sorted({*plan.guidances, CONFIGS[c][2]})]
@@ -169,7 +168,7 @@ def render_report(rows: list[dict], plan: Plan, weights_note: str, minutes: floa
     inversions = {f"{c}, {inv}-prompt inversion": on_subset(main(c, inversion=inv)) for c in swept for inv in (s.inversion, other)}
     inversions = {label: r for label, r in inversions.items() if r}
     if len(inversions) > len(swept):
-        parts += ["", f"Inversion prompt ({plan.subset} clips): the workflows invert with the empty prompt, "
+        parts += ["", "Inversion prompt (the sweep clips): the workflows invert with the empty prompt, "
                   "Tune-A-Video's paper setting; the source prompt is the option:", "",
                   summary_table("run", inversions, ("noise_std", "recon_psnr", "recon_acc", "edit_acc", "centroid_error",
                                                     "mask_iou", "area_ratio")),

@@ -2,7 +2,9 @@
 
 Both runs are scored on the same clips; each clip gives one difference (run A − run B), and the interval
 is the percentile bootstrap of their mean (clips resampled with replacement, seeded). A difference is
-called a difference only when its interval excludes 0.
+called a difference only when its interval excludes 0 and it rests on at least ``MIN_CLIPS`` clips: with
+fewer, the percentile bootstrap's interval is far too narrow (three equal-signed differences already
+"exclude 0").
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 RESAMPLES = 10_000
+MIN_CLIPS = 10
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,7 @@ class Difference:
 
     @property
     def significant(self) -> bool:
-        return self.clips > 1 and (self.low > 0 or self.high < 0)
+        return self.clips >= MIN_CLIPS and (self.low > 0 or self.high < 0)
 
 
 def paired_difference(a: dict, b: dict, resamples: int = RESAMPLES, seed: int = 0) -> Difference:

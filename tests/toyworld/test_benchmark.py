@@ -100,6 +100,9 @@ def test_paired_bootstrap_on_known_data():
     assert d.high == pytest.approx(shifted.mean() + half_width, abs=0.02) and d.significant
     centred = shifted - shifted.mean()
     assert not paired_difference(dict(enumerate(centred)), dict.fromkeys(range(400), 0.0)).significant
+    # Too few clips to call: three differences of one sign "exclude 0" in the percentile bootstrap.
+    few = paired_difference({0: 1.0, 1: 2.0, 2: 3.0}, dict.fromkeys(range(3), 0.0))
+    assert few.low > 0 and not few.significant
     # Only clips both runs hold, without NaN, are paired.
     partial = paired_difference({0: 1.0, 1: float("nan"), 2: 5.0}, {0: 0.0, 1: 0.0})
     assert (partial.mean, partial.clips) == (1.0, 1)
