@@ -156,8 +156,9 @@ def _write_json(path: Path, value) -> None:
 
 
 def run_plan(weights: Path, plan: Plan = Plan(), *, workers: int = 2, cache: Path = CACHE, run: bool = True,
-             log=print) -> list[dict]:
-    """Run every job of ``plan`` not already in ``cache``; the rows of all its jobs (``run=False``: of the cached ones)."""
+             log=print) -> tuple[list[dict], float]:
+    """Run every job of ``plan`` not already in ``cache``: the rows of all its jobs (``run=False``: of the cached
+    ones) and the seconds of one core they took in all."""
     cache.mkdir(parents=True, exist_ok=True)
     identity = weights_id(weights)
     jobs = plan_jobs(plan)
@@ -180,4 +181,5 @@ def run_plan(weights: Path, plan: Plan = Plan(), *, workers: int = 2, cache: Pat
         with context.Pool(workers, initializer=_start_worker, initargs=(str(weights),)) as pool:
             for done, path in enumerate(pool.imap(_run_in_worker, todo), 1):
                 report(done, path)
-    return [row for job in jobs if paths[job].exists() for row in json.loads(paths[job].read_text())["rows"]]
+    done = [json.loads(paths[job].read_text()) for job in jobs if paths[job].exists()]
+    return [row for job in done for row in job["rows"]], sum(job["seconds"] for job in done)

@@ -46,12 +46,12 @@ def benchmark_command(args) -> list:
         plan = replace(plan, clips=clips[:2], subset=1, budgets=(0,), learning_rates=(args.learning_rate * 10,),
                        lr_steps=args.tune_steps, guidances=(3.0,))
     began = time.monotonic()
-    rows = run_plan(args.weights, plan, workers=args.workers, cache=args.cache, run=not args.report_only,
-                    log=lambda line: print(line, flush=True))
+    rows, core_seconds = run_plan(args.weights, plan, workers=args.workers, cache=args.cache, run=not args.report_only,
+                                  log=lambda line: print(line, flush=True))
     minutes = (time.monotonic() - began) / 60
     trained = read_metadata(args.weights).get("steps")
     note = f"Toy model `{args.weights.name}` ({trained} training steps)"
-    section = render_report(rows, plan, note, minutes)
+    section = render_report(rows, plan, note, core_seconds / 3600)
     print(section)
     if args.doc is not None:
         write_section(args.doc, section, before_marker=GENERATED)

@@ -68,6 +68,11 @@ def select(rows: list[dict], config: str, settings, **variant) -> list[dict]:
             and all(r[k] == v for k, v in wanted.items() if not (k == "guidance" and r["edit"] in RECON))]
 
 
+def _spread(values: dict) -> str:
+    v = np.array([x for x in values.values() if not math.isnan(x)])
+    return f"min {v.min():.2f}, median {np.median(v):.2f}, max {v.max():.2f} over {len(v)} clips" if len(v) else "–"
+
+
 def _cell(value: float, fmt: str) -> str:
     return "–" if math.isnan(value) else fmt.format(value)
 
@@ -100,7 +105,7 @@ def difference_table(first_header: str, pairs: dict, metrics=COMPARED) -> str:
     return "\n".join([header, "|" + "---|" * (len(metrics) + 2), *body])
 
 
-def render_report(rows: list[dict], plan: Plan, weights_note: str, minutes: float) -> str:
+def render_report(rows: list[dict], plan: Plan, weights_note: str, core_hours: float) -> str:
     s = plan.settings
     subset = {clip.name for clip in plan.clips[:plan.subset]}
 
@@ -120,8 +125,8 @@ def render_report(rows: list[dict], plan: Plan, weights_note: str, minutes: floa
         f"background and the smallest and largest sizes), one edit of each kind (colour, shape, background) per clip. "
         f"The workflows' path: one-shot tuning {s.tune_steps} steps at lr {s.learning_rate:g} ({s.train}, query deltas), "
         f"DDIM {s.ddim_steps} steps, {s.inversion}-prompt inversion, each configuration's workflow CFG "
-        f"({', '.join(f'{c} {CONFIGS[c][2]:g}' for c in present)}), seed {s.seed}; {minutes:.0f} min of CPU wall time "
-        "for the jobs this run added. "
+        f"({', '.join(f'{c} {CONFIGS[c][2]:g}' for c in present)}), seed {s.seed}; the jobs took {core_hours:.1f} h "
+        "of one CPU core (one worker process per core). "
         "Per clip, then over clips: edit acc — frames whose colour, shape and background all match the prompt (analytic "
         "scorer); centroid err — against the source frame, all edits; mask IoU and area ratio (edited area / source "
         "area) — colour and background edits; flips — frame-to-frame changes of the read attributes; jitter — centroid "
@@ -130,6 +135,9 @@ def render_report(rows: list[dict], plan: Plan, weights_note: str, minutes: floa
         f"The ablations and sweeps run on the first {plan.subset} clips.",
         "",
         summary_table("configuration", {c: main(c) for c in present}),
+        "",
+        *[f"Inverted noise std per clip ({c}, {s.inversion}-prompt inversion): " + _spread(per_clip(main(c), "noise_std"))
+          + "." for c in present[:1]],
         "",
         "Paired differences over clips, mean [95 % bootstrap interval]; **bold**: the interval excludes 0 "
         f"(called only from {MIN_CLIPS} clips on); edit acc in percentage points.",

@@ -131,7 +131,8 @@ def test_an_interrupted_run_resumes_from_its_cache_and_a_changed_setting_runs_ag
                 budgets=(0,), learning_rates=(1e-3,), lr_steps=2, guidances=(3.0,))
     cache = tmp_path / "cache"
     jobs = plan_jobs(plan)
-    first = run_plan(tiny_weights, plan, workers=1, cache=cache, log=lambda line: None)
+    first, seconds = run_plan(tiny_weights, plan, workers=1, cache=cache, log=lambda line: None)
+    assert seconds > 0
     assert len(list(cache.glob("*.json"))) == len(jobs)
     # Interrupted: two jobs never finished. The rerun runs exactly those and gives the same rows.
     for job in jobs[:2]:
@@ -139,7 +140,7 @@ def test_an_interrupted_run_resumes_from_its_cache_and_a_changed_setting_runs_ag
     ran, run_one = [], benchmark._run_in_worker
     monkeypatch.setattr(benchmark, "_run_in_worker", lambda args: ran.append(args[1]) or run_one(args))
     lines = []
-    again = run_plan(tiny_weights, plan, workers=1, cache=cache, log=lines.append)
+    again, _ = run_plan(tiny_weights, plan, workers=1, cache=cache, log=lines.append)
     assert "2 to run" in lines[0] and ran == jobs[:2]
     def untimed(rows):
         return [{k: v for k, v in row.items() if k != "tune_seconds"} for row in rows]
