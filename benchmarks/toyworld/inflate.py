@@ -40,10 +40,15 @@ def temporal_modules(video: ToyT2I) -> torch.nn.ModuleDict:
     return torch.nn.ModuleDict({name: b.temporal for name, b in video.transformer_blocks().items() if b.temporal is not None})
 
 
-def query_weights(video: ToyT2I) -> dict[str, torch.nn.Parameter]:
-    """The ``attn1``/``attn2`` query projections by name (``<block>.attn1.to_q.weight``), as the pack tunes them."""
-    return {f"{name}.{attn}.to_q.weight": getattr(block, attn).to_q.weight
+def query_projections(video: ToyT2I) -> dict[str, torch.nn.Linear]:
+    """The ``attn1``/``attn2`` query projections, keyed by their weight's name (``<block>.attn1.to_q.weight``)."""
+    return {f"{name}.{attn}.to_q.weight": getattr(block, attn).to_q
             for name, block in video.transformer_blocks().items() for attn in ("attn1", "attn2")}
+
+
+def query_weights(video: ToyT2I) -> dict[str, torch.Tensor]:
+    """The query weights the pack tunes, by name."""
+    return {key: projection.weight for key, projection in query_projections(video).items()}
 
 
 class _PlusDelta(torch.nn.Module):
@@ -60,10 +65,9 @@ def start_tuning(video: ToyT2I, train: str) -> TuningParameters:
     tuning = tuning_parameters(temporal_modules(video), query_weights(video), train)
     for p in tuning.frozen:
         p.requires_grad_(False)
+    projections = query_projections(video)
     for key, delta in tuning.deltas.items():
-        block, attn = key.split(".")[:2]
-        parametrize.register_parametrization(getattr(video.transformer_blocks()[block], attn).to_q, "weight",
-                                             _PlusDelta(delta), unsafe=True)
+        parametrize.register_parametrization(projections[key], "weight", _PlusDelta(delta), unsafe=True)
     return tuning
 
 
