@@ -35,9 +35,7 @@ def measure(device, dtype_name, width, resolution, frames, repeats):
     noise = torch.randn(frames, 4, resolution // 8, resolution // 8, generator=torch.Generator().manual_seed(0))
     # EI2Sample takes EI2DDIMInvert's LATENT; the inversion record is written here so that timing covers
     # the sampling step only (same 1-step schedule).
-    sigmas = adapter.sampling.ddim_sigmas(video.get_model_object("model_sampling").sigmas, 1).flip(0).float()
-    inverted = {"samples": noise, adapter.sampling.INVERSION_KEY: {"steps": 1, "frames": frames, "sigma": float(sigmas[-1]),
-                                                          "tuned_frames": None}}
+    inverted = {"samples": noise, adapter.sampling.INVERSION_KEY: {"steps": 1, "frames": frames}}
     latent = {"samples": torch.zeros_like(noise)}
 
     runs = {

@@ -33,10 +33,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common, tuning as tuning_benchmark  # noqa: E402
-from ei2.context_windows import ContextWindows, context_windows  # noqa: E402
+from ei2.context_windows import DEFAULT_CONTEXT, ContextWindows, context_windows  # noqa: E402
 
 SHORT, LONG = 16, 96
-CONTEXT = (16, 4)  # the pack's default (frames, overlap)
+CONTEXT = (DEFAULT_CONTEXT.frames, DEFAULT_CONTEXT.overlap)  # the pack's default
 MEMORY_TARGET = 1.2
 CFG = 7.5
 
@@ -59,12 +59,10 @@ def measure_sampling(device, dtype_name, width, resolution, frames, anchor, step
     adapter, video = _video_model(device, dtype_name, width)
     positive, negative = common.random_conditioning(1), common.random_conditioning(2)
     noise = torch.randn(frames, 4, resolution // 8, resolution // 8, generator=torch.Generator().manual_seed(0))
-    schedule = video.get_model_object("model_sampling").sigmas
 
     def run(samples, count):
         # EI2Sample takes EI2DDIMInvert's LATENT; the inversion record is written here, so only sampling is timed.
-        record = {"steps": count, "frames": len(samples), "tuned_frames": None,
-                  "sigma": float(adapter.sampling.ddim_sigmas(schedule, count)[0])}
+        record = {"steps": count, "frames": len(samples)}
         inverted = {"samples": samples, adapter.sampling.INVERSION_KEY: record}
         return adapter.sampling.sample(video, positive, negative, inverted, steps=count, cfg=CFG, eta=0.0, seed=0,
                                        context=ContextWindows(*CONTEXT, anchor=anchor))

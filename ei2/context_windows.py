@@ -26,7 +26,11 @@ import torch
 
 @dataclass(frozen=True)
 class ContextWindows:
-    """How a clip is split: ``frames`` per window, at least ``overlap`` shared by neighbours, and the anchor or not."""
+    """How a clip is split: ``frames`` per window, at least ``overlap`` shared by neighbours, and the anchor or not.
+
+    The defaults are the pack's (``DEFAULT_CONTEXT``): AnimateDiff's window length, so a clip up to 16 frames is one
+    window; no anchor, which in the toy world gained nothing measurable for one frame more per window.
+    """
     frames: int = 16
     overlap: int = 4
     anchor: bool = False
@@ -59,6 +63,9 @@ def check_context(context_frames: int, context_overlap: int) -> None:
                          f"got {context_overlap}: windows that overlap completely never move along the clip.")
 
 
+DEFAULT_CONTEXT = ContextWindows()  # the nodes' and the benchmarks' windows
+
+
 def context_windows(frames: int, context_frames: int, context_overlap: int) -> list[range]:
     """The frames of each window, in order (without the anchor)."""
     check_context(context_frames, context_overlap)
@@ -78,8 +85,9 @@ def edge_weights(length: int) -> torch.Tensor:
 def windowed(denoiser, windows: list[range], anchor: bool = False, before_window=None):
     """``denoiser(x, sigma, **extra)`` on the frames of each window in turn, blended per frame.
 
-    ``x`` and ``sigma`` are ``[frames, ...]`` and ``[frames]``; ``before_window()`` runs before each
-    window (e.g. to honour a cancel within a step). One window calls ``denoiser`` unchanged.
+    ``x`` and ``sigma`` are ``[frames, ...]`` and ``[frames]``; ``before_window(frames)`` runs before each
+    window with the clip's frame numbers it holds, anchor first (e.g. to honour a cancel within a step, or to
+    pick the window's part of a source clip). One window calls ``denoiser`` unchanged.
     """
     if len(windows) == 1:
         return denoiser
@@ -88,10 +96,11 @@ def windowed(denoiser, windows: list[range], anchor: bool = False, before_window
         total = torch.zeros_like(x)
         weight_sum = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         for window in windows:
-            if before_window is not None:
-                before_window()
             with_anchor = anchor and window.start > 0
-            index = torch.tensor([0] * with_anchor + list(window), device=x.device)
+            frames = [0] * with_anchor + list(window)
+            if before_window is not None:
+                before_window(frames)
+            index = torch.tensor(frames, device=x.device)
             result = denoiser(x[index], sigma[index], **extra)[int(with_anchor):]  # the anchor's own result is dropped
             weight = edge_weights(len(window)).to(x)
             total[window.start:window.stop] += result * weight.view(-1, *[1] * (x.ndim - 1))

@@ -2,6 +2,7 @@
 offers the same DDIM to SamplerCustom."""
 from __future__ import annotations
 
+from ..ei2.structure_reuse import DEFAULT_STRUCTURE_REUSE
 from .adapter import sampling
 
 STEPS = ("INT", {"default": 50, "min": 1, "max": sampling.MAX_DDIM_STEPS, "tooltip":
@@ -19,6 +20,14 @@ CONTEXT = {
         "Also show every window the clip's first frame, as a shared reference (one frame more per window). "
         "It made no measurable difference in our benchmark (docs/benchmarks.md); try it where windows drift apart."}),
 }
+
+STRUCTURE_REUSE = ("FLOAT", {"default": DEFAULT_STRUCTURE_REUSE, "min": 0.0, "max": 1.0, "step": 0.05,
+                             "tooltip":
+    "The part of the steps (from the start) that keep the source's layout and motion: each such step first "
+    "denoises the source at the same noise level and the edit takes its self-attention queries/keys and "
+    "coarse decoder features (Plug-and-Play). 0 = off (as before); higher keeps shapes where they were, "
+    "lower lets the edit change them more. Costs one extra model pass per reused step. Needs the same steps "
+    "as EI2DDIMInvert."})
 
 
 class EI2DDIMInvert:
@@ -53,7 +62,9 @@ class EI2Sample:
     RETURN_NAMES = ("edited",)
     OUTPUT_TOOLTIPS = ("The edited frames; connect to VAEDecode.",)
     FUNCTION = "sample"
-    DESCRIPTION = "DDIM-samples the edited clip from EI2DDIMInvert's noise with the edit prompt, on the inversion's exact schedule."
+    DESCRIPTION = ("DDIM-samples the edited clip from EI2DDIMInvert's noise with the edit prompt, on the DDIM schedule of "
+                   "its steps: the inversion's own schedule when both nodes have the same steps (it warns when they "
+                   "differ; structure reuse needs them equal). structure_reuse keeps the source's layout and motion.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -71,14 +82,14 @@ class EI2Sample:
                               "noise each step, drawn from the seed."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip":
                              "Seed for the noise that eta > 0 adds; unused at eta 0."}),
-        }, "optional": CONTEXT}
+        }, "optional": {**CONTEXT, "structure_reuse": STRUCTURE_REUSE}}
 
     def sample(self, model, positive, negative, latent, steps, cfg, eta, seed,
                context_frames=sampling.DEFAULT_CONTEXT.frames, context_overlap=sampling.DEFAULT_CONTEXT.overlap,
-               context_anchor=sampling.DEFAULT_CONTEXT.anchor):
+               context_anchor=sampling.DEFAULT_CONTEXT.anchor, structure_reuse=0.0):
         context = sampling.ContextWindows(context_frames, context_overlap, context_anchor)
         return (sampling.sample(model, positive, negative, latent, steps=steps, cfg=cfg, eta=eta, seed=seed,
-                                context=context),)
+                                context=context, structure_reuse=structure_reuse),)
 
 
 class EI2DDIMSampler:
@@ -88,7 +99,7 @@ class EI2DDIMSampler:
     FUNCTION = "get_sampler"
     DESCRIPTION = ("EI²'s DDIM as a SAMPLER for SamplerCustom / SamplerCustomAdvanced: plain DDIM on whatever sigmas "
                    "you connect. For an edit from EI2DDIMInvert use EI2Sample, which also samples on the "
-                   "inversion's exact schedule.")
+                   "inversion's schedule and can reuse the source's structure.")
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -3,7 +3,7 @@
     python -m benchmarks.toyworld train [--steps N] [--init WEIGHTS] [--threads T] [--run-dir DIR] [--max-minutes M]
     python -m benchmarks.toyworld gate [--weights FILE] [--per-caption K] [--sheet PNG]
     python -m benchmarks.toyworld edit --clip CLIP.mp4 --source-prompt "…" --prompt "…" \
-        [--attention ffam] [--temporal stam] [--seed 0] --out OUT.mp4
+        [--attention ffam] [--temporal stam] [--structure-reuse 0.8] [--seed 0] --out OUT.mp4
     python -m benchmarks.toyworld benchmark [--quick] [--clips 48] [--subset 16] [--workers 2] [--doc docs/benchmarks.md]
     python -m benchmarks.toyworld windows [--quick] [--frames 48] [--context-frames 16] [--context-overlap 4] \
         [--overlaps 0,2,8] [--doc docs/benchmarks.md]
@@ -22,6 +22,8 @@ import torch  # noqa: E402
 from benchmarks.toyworld.benchmark import CACHE  # noqa: E402
 from benchmarks.toyworld.train import RUNS, TrainSettings, train  # noqa: E402
 from benchmarks.toyworld.weights_io import DEFAULT_WEIGHTS  # noqa: E402
+from ei2.context_windows import DEFAULT_CONTEXT  # noqa: E402
+from ei2.structure_reuse import DEFAULT_STRUCTURE_REUSE  # noqa: E402
 
 
 def add_edit_options(parser):
@@ -75,6 +77,8 @@ def main(argv=None):
     editor.add_argument("--temporal", default="stam", help="stam | vanilla | none")
     editor.add_argument("--coarse-stride", type=int, default=2)
     editor.add_argument("--max-frames", type=int, default=16)
+    editor.add_argument("--structure-reuse", type=float, default=DEFAULT_STRUCTURE_REUSE,
+                        help="the part of the steps that reuse the source's structure (EI2Sample's structure_reuse; 0: off)")
     bench = commands.add_parser("benchmark", help="the edit benchmark; writes a markdown section")
     add_edit_options(bench)
     bench.add_argument("--quick", action="store_true", help="two clips, one value per sweep (a smoke run)")
@@ -92,8 +96,8 @@ def main(argv=None):
     windows.add_argument("--quick", action="store_true", help="one clip (a smoke run)")
     windows.add_argument("--frames", type=int, default=48)
     windows.add_argument("--clips", type=int, default=3, help="how many of the benchmark's source clips")
-    windows.add_argument("--context-frames", type=int, default=16)
-    windows.add_argument("--context-overlap", type=int, default=4, help="overlap of the anchor comparison")
+    windows.add_argument("--context-frames", type=int, default=DEFAULT_CONTEXT.frames)
+    windows.add_argument("--context-overlap", type=int, default=DEFAULT_CONTEXT.overlap, help="overlap of the anchor comparison")
     windows.add_argument("--overlaps", type=lambda text: [int(v) for v in text.split(",") if v], default=[0, 2, 8],
                          help="further overlaps, without the anchor, paired against --context-overlap "
                               "(comma-separated; '' for none)")

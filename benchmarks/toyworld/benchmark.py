@@ -7,6 +7,9 @@ workflows': 500 tuning steps at lr 3e-5, ``temporal_and_queries``, empty-prompt 
 configuration's CFG (EI² 7.5, Tune-A-Video 12.5 as in ``ei2_vs_tuneavideo.json``).
 
 - the main configurations (EI², Tune-A-Video, per-frame) on every clip;
+- structure reuse (``ei2.structure_reuse``, EI2Sample's ``structure_reuse``) on every clip: EI² and Tune-A-Video
+  sampled with it at each of ``structure_reuse``'s values, and the quick edit (EI² inflated, not tuned) with it —
+  jobs of their own (after all the others), so the rows without reuse stay those of the main jobs;
 - on the first ``subset`` clips also: the cross ablations, the budget curve (EI² and Tune-A-Video at
   ``budgets`` steps: checkpoints of the 500-step run), other learning rates at ``lr_steps`` steps, the
   guidance sweep and the source-prompt inversion (both from the 500-step models).
@@ -23,6 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ei2.inflation import InflateOptions
+from ei2.structure_reuse import DEFAULT_STRUCTURE_REUSE
 
 from .clips import SOURCE_CLIPS, SourceClip
 from .edit import EditSettings, invert, tune
@@ -39,6 +43,7 @@ CONFIGS = {
 MAIN = ("EI²", "Tune-A-Video", "per-frame")
 ABLATIONS = ("FFAM + vanilla", "sparse-causal + STAM")
 SWEPT = ("EI²", "Tune-A-Video")  # budget curve, learning rates, guidance sweep, source-prompt inversion
+REUSED = ("EI²", "Tune-A-Video")  # sampled with structure reuse (EI²'s job also gives the quick edit: 0 steps)
 CACHE = Path(__file__).resolve().parent / "results"
 
 
@@ -52,6 +57,7 @@ class Plan:
     learning_rates: tuple = (1e-4, 3e-4, 1e-3)  # other learning rates, at lr_steps
     lr_steps: int = 150
     guidances: tuple = (3.0, 5.0, 7.5, 12.5)
+    structure_reuse: tuple = (0.5, DEFAULT_STRUCTURE_REUSE, 1.0)  # parts of the schedule reusing the source's structure
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ class Job:
     config: str
     learning_rate: float
     steps: int
-    variants: tuple  # (steps, inversion, guidance) to sample, each with a reconstruction and every edit
+    variants: tuple  # (steps, inversion, guidance[, structure_reuse]) to sample, each with a reconstruction and every edit
 
     def key(self, plan: Plan, weights_id: str) -> str:
         clip = plan.clips[self.clip]
@@ -87,6 +93,12 @@ def plan_jobs(plan: Plan) -> list[Job]:
                 jobs += [Job(index, config, lr, plan.lr_steps, ((plan.lr_steps, s.inversion, guidance),))
                          for lr in plan.learning_rates if lr != s.learning_rate]
     jobs.sort(key=lambda job: job.clip >= plan.subset)  # stable: clip order within each part
+    for index in range(len(plan.clips)) if plan.structure_reuse else ():
+        for config in REUSED:
+            budgets = (s.tune_steps, 0) if config == "EI²" else (s.tune_steps,)
+            variants = tuple((steps, s.inversion, CONFIGS[config][2], reuse)
+                             for steps in budgets for reuse in plan.structure_reuse)
+            jobs.append(Job(index, config, s.learning_rate, s.tune_steps, variants))
     return jobs
 
 
@@ -97,14 +109,15 @@ def run_job(model, plan: Plan, job: Job) -> list[dict]:
     settings = replace(plan.settings, learning_rate=job.learning_rate, tune_steps=job.steps)
     source = clip.frames(plan.frames)
     began = time.monotonic()
-    checkpoints = sorted({steps for steps, _, _ in job.variants})
+    checkpoints = sorted({steps for steps, *_ in job.variants})
     _, losses, models = tune(model, source, clip.prompt(),
                              InflateOptions(attention_type=attention, temporal_type=temporal), settings, checkpoints)
     tune_seconds = time.monotonic() - began
     common = {"clip": clip.name, "config": job.config, "learning_rate": job.learning_rate}
     rows, inverted = [], {}
-    for steps, inversion, guidance in job.variants:
-        variant = {**common, "steps": steps, "inversion": inversion, "guidance": guidance}
+    for steps, inversion, guidance, *reuse in job.variants:
+        reuse = reuse[0] if reuse else 0.0
+        variant = {**common, "steps": steps, "inversion": inversion, "guidance": guidance, "structure_reuse": reuse}
         key = (steps, inversion)
         if key not in inverted:
             inverted[key] = invert(models[steps], source, clip.prompt(), replace(settings, inversion=inversion))
@@ -117,7 +130,10 @@ def run_job(model, plan: Plan, job: Job) -> list[dict]:
         tuned = replace(inverted[key], settings=replace(inverted[key].settings, guidance=guidance))
         for kind, value in clip.edits.items():
             prompt = clip.prompt(**{kind: value})
-            rows.append({**variant, "edit": kind, **_numbers(clip_metrics(source, tuned.sample(prompt), prompt))})
+            began = time.monotonic()
+            edited = tuned.sample(prompt, reuse)
+            rows.append({**variant, "edit": kind, "sample_seconds": time.monotonic() - began,
+                         **_numbers(clip_metrics(source, edited, prompt))})
     return rows
 
 
@@ -182,4 +198,5 @@ def run_plan(weights: Path, plan: Plan = Plan(), *, workers: int = 2, cache: Pat
             for done, path in enumerate(pool.imap(_run_in_worker, todo), 1):
                 report(done, path)
     done = [json.loads(paths[job].read_text()) for job in jobs if paths[job].exists()]
-    return [row for job in done for row in job["rows"]], sum(job["seconds"] for job in done)
+    # Rows cached before structure reuse existed were sampled without it.
+    return [{"structure_reuse": 0.0, **row} for job in done for row in job["rows"]], sum(job["seconds"] for job in done)

@@ -36,10 +36,13 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim, dim, bias=False)
         self.to_out = nn.Linear(dim, dim)
         self.frame_options: dict | None = None  # set by inflation: frame_attention's keyword options
+        self.exchange = None  # set during structure reuse (reuse.py): ``(key, tensor) -> tensor`` for q and k
 
     def forward(self, x, context=None, *, frames: int = 1, size: tuple[int, int] | None = None):
         source = x if context is None else context
         q, k, v = self.to_q(x), self.to_k(source), self.to_v(source)
+        if self.exchange is not None and context is None:
+            q, k = self.exchange("q", q), self.exchange("k", k)
         if self.frame_options is not None and context is None:
             out = frame_attention(q, k, v, frames=frames, heads=self.heads, size=size, **self.frame_options)
         else:
@@ -116,11 +119,14 @@ class ResBlock(nn.Module):
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        self.exchange = None  # set during structure reuse (reuse.py): ``(key, tensor) -> tensor`` for the residual
 
     def forward(self, x, embedding):
         h = self.conv1(F.silu(self.norm1(x)))
         h = h + rearrange(self.embedding(F.silu(embedding)), "b c -> b c 1 1")
         h = self.conv2(F.silu(self.norm2(h)))
+        if self.exchange is not None:
+            h = self.exchange("residual", h)
         return self.skip(x) + h
 
 

@@ -10,6 +10,7 @@ from .benchmark import Plan, run_plan
 from .clips import source_clips
 from .edit import EditSettings, edit_clip
 from ei2.inflation import InflateOptions
+from ei2.structure_reuse import DEFAULT_STRUCTURE_REUSE
 from .metrics import clip_metrics
 from .report import render_report, write_section
 from .video_io import read_clip, write_clip
@@ -30,7 +31,8 @@ def edit_command(args) -> dict:
     clip = read_clip(args.clip, max_frames=args.max_frames)
     model = load_model(args.weights)
     inflation = InflateOptions(attention_type=args.attention, temporal_type=args.temporal, coarse_stride=args.coarse_stride, seed=args.seed)
-    result = edit_clip(model, clip, args.source_prompt, args.prompt, inflation, settings_from(args), reconstruct=True)
+    result = edit_clip(model, clip, args.source_prompt, args.prompt, inflation, settings_from(args), reconstruct=True,
+                       structure_reuse=args.structure_reuse)
     write_clip(args.out, result.edited)
     metrics = clip_metrics(clip, result.edited, args.prompt, reconstruction=result.reconstruction)
     metrics.pop("per_frame")
@@ -44,7 +46,7 @@ def benchmark_command(args) -> list:
     plan = Plan(clips=clips, subset=min(args.subset, len(clips)), frames=args.frames, settings=settings_from(args))
     if args.quick:  # a smoke run of every table: two clips, the sweeps on the first, one value each
         plan = replace(plan, clips=clips[:2], subset=1, budgets=(0,), learning_rates=(args.learning_rate * 10,),
-                       lr_steps=args.tune_steps, guidances=(3.0,))
+                       lr_steps=args.tune_steps, guidances=(3.0,), structure_reuse=(DEFAULT_STRUCTURE_REUSE,))
     began = time.monotonic()
     rows, core_seconds = run_plan(args.weights, plan, workers=args.workers, cache=args.cache, run=not args.report_only,
                                   log=lambda line: print(line, flush=True))

@@ -18,10 +18,12 @@ import torch
 
 from ei2.ddim import ddim_invert, ddim_sample, ddim_sigmas
 from ei2.inflation import InflateOptions
+from ei2.structure_reuse import StructureReuse, TrajectoryRecorder, reused_steps
 from ei2.tuning import one_shot_tune
 
 from .inflate import inflate, start_tuning, tuned_model
 from .model import ToyT2I
+from .reuse import reuse_denoiser, reusing_structure
 from .sampling import guided_denoiser
 from .schedule import schedule_sigmas
 from .world import from_tensor_range, to_tensor_range
@@ -58,13 +60,23 @@ class EditResult:
 
 
 @torch.no_grad()
-def _invert(video: ToyT2I, x0, source_prompt: str, sigmas, frames: int):
-    return ddim_invert(guided_denoiser(video, [source_prompt], 1.0, frames), x0, sigmas.flip(0))
+def _invert(video: ToyT2I, x0, prompt: str, sigmas, frames: int):
+    """The inverted noise and the inversion's trajectory (``ei2.structure_reuse``)."""
+    recorder = TrajectoryRecorder()
+    noise = ddim_invert(guided_denoiser(video, [prompt], 1.0, frames), x0, sigmas.flip(0), callback=recorder)
+    return noise, recorder.trajectory(noise)
 
 
 @torch.no_grad()
-def _sample(video: ToyT2I, noise, prompt: str, sigmas, frames: int, guidance: float):
-    return ddim_sample(guided_denoiser(video, [prompt], guidance, frames), noise, sigmas).clamp(-1, 1)
+def _sample(video: ToyT2I, noise, prompt: str, sigmas, frames: int, guidance: float, reuse=None, source_prompt=""):
+    """DDIM with CFG; with ``reuse`` (a ``StructureReuse``), each reused step first runs a source pass with
+    ``source_prompt``."""
+    denoiser = guided_denoiser(video, [prompt], guidance, frames)
+    if reuse is None:
+        return ddim_sample(denoiser, noise, sigmas).clamp(-1, 1)
+    with reusing_structure(video, reuse):
+        denoiser = reuse_denoiser(video, denoiser, reuse, video.text.encode([source_prompt]))
+        return ddim_sample(denoiser, noise, sigmas).clamp(-1, 1)
 
 
 @dataclass
@@ -77,6 +89,7 @@ class TunedClip:
     losses: list = field(default_factory=list)
     seconds: float = 0.0
     noise_std: float = float("nan")  # std of the inversion's noise (x_T − x0) / σ_max: 1 for Gaussian noise
+    trajectory: torch.Tensor | None = None  # the inversion's states in sampling order, for structure reuse
 
     @property
     def frames(self) -> int:
@@ -85,10 +98,15 @@ class TunedClip:
     def sigmas(self):
         return ddim_sigmas(schedule_sigmas(), self.settings.ddim_steps)
 
-    def sample(self, prompt: str) -> np.ndarray:
-        """The clip edited to ``prompt`` (CFG), ``(F, H, W, 3)`` uint8."""
-        return from_tensor_range(_sample(self.video, self.noise, prompt, self.sigmas(), self.frames,
-                                         self.settings.guidance).numpy())
+    def sample(self, prompt: str, structure_reuse: float = 0.0) -> np.ndarray:
+        """The clip edited to ``prompt`` (CFG), ``(F, H, W, 3)`` uint8; the first ``structure_reuse`` of the
+        steps reuse the source's structure (EI2Sample's input of that name)."""
+        sigmas, reuse = self.sigmas(), None
+        if structure_reuse > 0:
+            reuse = StructureReuse(self.trajectory, sigmas, reused_steps(len(sigmas) - 1, structure_reuse))
+        edited = _sample(self.video, self.noise, prompt, sigmas, self.frames, self.settings.guidance, reuse,
+                         self.settings.inversion_prompt(self.source_prompt))
+        return from_tensor_range(edited.numpy())
 
     def reconstruct(self) -> np.ndarray:
         """The inverted noise sampled back with the inversion's prompt and no guidance (the inversion undone)."""
@@ -132,9 +150,10 @@ def invert(video: ToyT2I, clip: np.ndarray, source_prompt: str, settings: EditSe
     began = time.monotonic()
     x0 = torch.from_numpy(to_tensor_range(clip))
     sigmas = ddim_sigmas(schedule_sigmas(), settings.ddim_steps)
-    noise = _invert(video, x0, settings.inversion_prompt(source_prompt), sigmas, clip.shape[0])
+    noise, trajectory = _invert(video, x0, settings.inversion_prompt(source_prompt), sigmas, clip.shape[0])
     noise_std = float(((noise - x0) / sigmas[0]).std())
-    return TunedClip(video, noise, source_prompt, settings, list(losses), seconds + time.monotonic() - began, noise_std)
+    return TunedClip(video, noise, source_prompt, settings, list(losses), seconds + time.monotonic() - began, noise_std,
+                     trajectory)
 
 
 def tune_and_invert(model: ToyT2I, clip: np.ndarray, source_prompt: str, inflation: InflateOptions,
@@ -146,9 +165,10 @@ def tune_and_invert(model: ToyT2I, clip: np.ndarray, source_prompt: str, inflati
 
 
 def edit_clip(model: ToyT2I, clip: np.ndarray, source_prompt: str, prompt: str, inflation: InflateOptions,
-              settings: EditSettings = EditSettings(), reconstruct: bool = False) -> EditResult:
+              settings: EditSettings = EditSettings(), reconstruct: bool = False,
+              structure_reuse: float = 0.0) -> EditResult:
     """Edit ``clip`` ``(F, H, W, 3)`` uint8 from ``source_prompt`` to ``prompt``; ``model`` is not changed."""
     began = time.monotonic()
     tuned = tune_and_invert(model, clip, source_prompt, inflation, settings)
     reconstruction = tuned.reconstruct() if reconstruct else None
-    return EditResult(tuned.sample(prompt), reconstruction, tuned.losses, time.monotonic() - began)
+    return EditResult(tuned.sample(prompt, structure_reuse), reconstruction, tuned.losses, time.monotonic() - began)

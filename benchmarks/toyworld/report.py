@@ -25,6 +25,8 @@ METRICS = {
     "shape_edit": ("shape", "{:.0%}", ("shape",)),
     "background_edit": ("background", "{:.0%}", ("background",)),
     "centroid_error": ("centroid err px", "{:.2f}", KINDS),
+    "centroid_kept": ("centroid err px (colour, bg)", "{:.2f}", KEEP_SHAPE),
+    "centroid_shape": ("centroid err px (shape)", "{:.2f}", ("shape",)),
     "mask_iou": ("mask IoU", "{:.2f}", KEEP_SHAPE),
     "area_ratio": ("area ratio", "{:.2f}", KEEP_SHAPE),
     "flips": ("flips/clip", "{:.2f}", KINDS),
@@ -39,7 +41,7 @@ COMPARED = ("edit_acc", "centroid_error", "mask_iou", "area_ratio", "flips", "ji
 
 
 def _value(row: dict, metric: str) -> float:
-    key = "edit_acc" if metric.endswith("_edit") else metric
+    key = "edit_acc" if metric.endswith("_edit") else "centroid_error" if metric.startswith("centroid") else metric
     value = row.get(key, math.nan)
     return min(value, 99.0) if metric == "recon_psnr" else value  # a perfect reconstruction is +inf dB
 
@@ -60,10 +62,10 @@ def mean(rows: list[dict], metric: str) -> float:
 
 
 def select(rows: list[dict], config: str, settings, **variant) -> list[dict]:
-    """The rows of ``config`` at the plan's settings, except where ``variant`` (steps, inversion, guidance,
-    learning_rate) says otherwise. Reconstruction rows match any guidance."""
+    """The rows of ``config`` at the plan's settings, without structure reuse, except where ``variant`` (steps,
+    inversion, guidance, learning_rate, structure_reuse) says otherwise. Reconstruction rows match any guidance."""
     wanted = {"steps": settings.tune_steps, "inversion": settings.inversion, "guidance": CONFIGS[config][2],
-              "learning_rate": settings.learning_rate, **variant}
+              "learning_rate": settings.learning_rate, "structure_reuse": 0.0, **variant}
     return [r for r in rows if r["config"] == config
             and all(r[k] == v for k, v in wanted.items() if not (k == "guidance" and r["edit"] in RECON))]
 
@@ -182,8 +184,36 @@ def render_report(rows: list[dict], plan: Plan, weights_note: str, core_hours: f
                                                     "mask_iou", "area_ratio")),
                   "", difference_table(f"{other} − {s.inversion}", {
                       c: (main(c, inversion=other), on_subset(main(c))) for c in swept if main(c, inversion=other)})]
+    parts += _structure_section(plan, main)
     parts.append(END)
     return "\n".join(parts) + "\n"
+
+
+STRUCTURE = ("edit_acc", "colour_edit", "shape_edit", "background_edit", "mask_iou", "centroid_kept", "centroid_shape",
+             "area_ratio", "flips")
+
+
+def _structure_section(plan: Plan, main) -> list[str]:
+    """Structure reuse against today's EI² (no reuse), paired over the clips that have both."""
+    runs = {}
+    for reuse in plan.structure_reuse:
+        runs[f"EI² + reuse {reuse:g}"] = main("EI²", structure_reuse=reuse)
+        runs[f"quick edit (EI², not tuned) + reuse {reuse:g}"] = main("EI²", structure_reuse=reuse, steps=0)
+        runs[f"Tune-A-Video + reuse {reuse:g}"] = main("Tune-A-Video", structure_reuse=reuse)
+    runs = {label: r for label, r in runs.items() if r}
+    if not runs:
+        return []
+    lines = {"EI² (no reuse)": main("EI²"), **runs, "Tune-A-Video (no reuse)": main("Tune-A-Video")}
+    seconds = {label: [r["sample_seconds"] for r in rows if "sample_seconds" in r] for label, rows in runs.items()}
+    return ["", "Structure reuse (EI2Sample's `structure_reuse`: the first part of the steps take the source pass's "
+            "decoder self-attention queries/keys and coarse ResBlock residual; `ei2/structure_reuse.py`). Centroid "
+            "error split by edit kind: a colour or background edit should keep the shape where it was, a shape edit "
+            "should put the new shape there. The quick edit samples the inflated, untuned model (no EI2OneShotTune).",
+            "", summary_table("run", lines, STRUCTURE),
+            "", difference_table("run − EI² (no reuse)", {label: (r, main("EI²")) for label, r in runs.items()},
+                                 ("edit_acc", "mask_iou", "centroid_kept", "centroid_shape", "area_ratio", "flips")),
+            "", "Sampling time with reuse (one CPU core, three edits per clip): "
+            + "; ".join(f"{label} {np.mean(s):.1f} s per edit" for label, s in seconds.items() if s) + "."]
 
 
 def write_section(path: Path, section: str, before_marker: str | None = None) -> None:

@@ -33,7 +33,7 @@ RUNS = Path(__file__).resolve().parent / "runs"
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 6000
+    steps: int = 8000  # the flat-world model the committed weights start from
     batch: int = 32
     learning_rate: float = 1e-3
     warmup: int = 200

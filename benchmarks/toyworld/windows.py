@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from ei2.context_windows import ContextWindows, context_windows
+from ei2.context_windows import DEFAULT_CONTEXT, ContextWindows, context_windows
 from ei2.ddim import ddim_invert, ddim_sample, ddim_sigmas
 from ei2.inflation import InflateOptions
 
@@ -60,7 +60,8 @@ REFERENCE, BASELINE = "one window (reference)", "windows, no anchor"  # BASELINE
 ANCHORED = "windows + anchor"
 
 
-def window_runs(frames: int = 16, overlap: int = 4, overlaps: tuple = (0, 2, 8)) -> dict:
+def window_runs(frames: int = DEFAULT_CONTEXT.frames, overlap: int = DEFAULT_CONTEXT.overlap,
+                overlaps: tuple = (0, 2, 8)) -> dict:
     """The run table, name → ``Run``; the defaults give
 
     one window (reference)  whole clip, overlap 0, no anchor
@@ -84,7 +85,7 @@ EDIT_KINDS = ("colour", "shape", "background")  # clip i gets edit kind i mod 3:
 class WindowPlan:
     frames: int = 48
     runs: dict = field(default_factory=lambda: dict(RUNS))  # name -> Run; the first is the reference
-    settings: EditSettings = EditSettings(frames_per_step=16)
+    settings: EditSettings = EditSettings(frames_per_step=DEFAULT_CONTEXT.frames)
     clips: tuple = SOURCE_CLIPS[:3]
     inflation: InflateOptions = InflateOptions(attention_type="ffam", temporal_type="stam")
 
@@ -226,7 +227,7 @@ def render_table(results: list[CaseResult], plan: WindowPlan, minutes: float, no
     first = f"{plan.context[0]}"
     titles = [title.replace("16", first) for _, title, _ in COLUMNS]
     header = "| run | context (frames, overlap) | windows | UNet frames × | seam pairs | " + " | ".join(titles) + " |"
-    lines = [f"### Context windows: seams against one window (`python -m benchmarks.toyworld windows`)", "",
+    lines = ["### Context windows: seams against one window (`python -m benchmarks.toyworld windows`)", "",
              f"{note}{len(results)} clips of {plan.frames} frames (32×32), one edit each "
              f"({', '.join(f'{r.clip}: {r.edit}' for r in results)}); EI² (ffam s={plan.inflation.coarse_stride} + "
              f"{plan.inflation.temporal_type}) tuned once per clip, {s.tune_steps} steps at lr {s.learning_rate:g}, "

@@ -1,4 +1,5 @@
-"""``python -m ei2 edit`` / ``demo``: run the bundled ``ei2_video_edit.json`` on a real ComfyUI, headlessly.
+"""``python -m ei2 edit`` / ``demo``: run the bundled ``ei2_video_edit.json`` (``--quick``: ``ei2_quick_edit.json``)
+on a real ComfyUI, headlessly.
 
 Without ``--server`` a ComfyUI is started as a subprocess in a temporary folder (found like
 ``ei2.cli.runner.find_comfyui``); with it, the clip is uploaded to that server and the result downloaded.
@@ -21,6 +22,7 @@ from . import runner
 from .workflow import combo_choices, find_nodes, set_inputs, to_api
 
 WORKFLOW = runner.PACK_ROOT / "workflows" / "ei2_video_edit.json"
+QUICK_WORKFLOW = runner.PACK_ROOT / "workflows" / "ei2_quick_edit.json"  # no tuning
 DEFAULT_CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
 TINY_CHECKPOINT = "ei2-tiny-sd15.safetensors"
 DEMO_DIR = runner.CACHE_DIR / "demo"
@@ -35,7 +37,7 @@ class UsageError(Exception):
 @dataclass
 class EditSettings:
     video: Path
-    source_prompt: str
+    source_prompt: str | None
     prompt: str
     checkpoint: str | None = None
     frames: int = 16
@@ -43,6 +45,8 @@ class EditSettings:
     steps: int = 50
     tune_steps: int = 500
     cfg: float = 7.5
+    structure_reuse: float | None = None  # None: EI2Sample's default
+    quick: bool = False  # ei2_quick_edit.json: no tuning, no source prompt
     out: Path | None = None
     server: str | None = None
 
@@ -82,24 +86,32 @@ class Progress:
 # --- the edit ------------------------------------------------------------------------------------
 
 def build_graph(object_info: dict, settings: EditSettings, video_name: str, checkpoint_name: str) -> dict:
-    graph = to_api(json.loads(WORKFLOW.read_text()), object_info)
+    graph = to_api(json.loads((QUICK_WORKFLOW if settings.quick else WORKFLOW).read_text()), object_info)
     for class_type in DROPPED:
         for node in find_nodes(graph, class_type):
             del graph[next(key for key, value in graph.items() if value is node)]
     set_inputs(graph, "CheckpointLoaderSimple", ckpt_name=checkpoint_name)
     set_inputs(graph, "LoadVideoFrames", video=video_name, frame_load_cap=settings.frames,
                width=settings.size, height=settings.size)
-    set_inputs(graph, "CLIPTextEncode", "Source prompt", text=settings.source_prompt)
+    if not settings.quick:
+        set_inputs(graph, "CLIPTextEncode", "Source prompt", text=settings.source_prompt)
+        set_inputs(graph, "EI2OneShotTune", steps=settings.tune_steps)
     set_inputs(graph, "CLIPTextEncode", "Edit prompt", text=settings.prompt)
-    set_inputs(graph, "EI2OneShotTune", steps=settings.tune_steps)
     set_inputs(graph, "EI2DDIMInvert", steps=settings.steps)
     set_inputs(graph, "EI2Sample", steps=settings.steps, cfg=settings.cfg)
+    if settings.structure_reuse is not None:
+        set_inputs(graph, "EI2Sample", structure_reuse=settings.structure_reuse)
     return graph
 
 
 def check_settings(settings: EditSettings) -> None:
     if not settings.video.is_file():
         raise UsageError(f"--video {settings.video}: no such file; give the path of a video (mp4, webm, mov, mkv, avi, gif).")
+    if not settings.quick and not settings.source_prompt:
+        raise UsageError("--source-prompt is needed to tune the model on the clip (say what the clip shows now); "
+                         "or pass --quick for an edit without tuning.")
+    if settings.structure_reuse is not None and not 0 <= settings.structure_reuse <= 1:
+        raise UsageError(f"--structure-reuse must be between 0 and 1 (0: off); got {settings.structure_reuse}.")
     for name, value, low in (("--frames", settings.frames, 1), ("--size", settings.size, 8),
                              ("--steps", settings.steps, 1), ("--tune-steps", settings.tune_steps, 0)):
         if value < low:

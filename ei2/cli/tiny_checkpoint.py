@@ -71,8 +71,8 @@ def fill_weights_(module: torch.nn.Module, generator: torch.Generator, gain: flo
                 param.copy_(random_parameter(sub, name, param.shape, generator, gain))
 
 
-def build_state_dict(seed: int = SEED) -> dict:
-    """UNet + VAE + CLIP-L in the original SD checkpoint layout."""
+def build_state_dict(seed: int = SEED, **unet_overrides) -> dict:
+    """UNet (``TINY_UNET`` with ``unet_overrides``) + VAE + CLIP-L in the original SD checkpoint layout."""
     import comfy.sd1_clip
     from comfy.ldm.models.autoencoder import AutoencoderKL
 
@@ -81,7 +81,7 @@ def build_state_dict(seed: int = SEED) -> dict:
         vae = AutoencoderKL(ddconfig=SD_VAE, embed_dim=4)
         clip = comfy.sd1_clip.SDClipModel(device="meta", dtype=torch.float32)
     parts = {
-        "model.diffusion_model.": tiny_unet(),
+        "model.diffusion_model.": tiny_unet(**unet_overrides),
         "first_stage_model.": vae,
         "cond_stage_model.": clip,
     }
@@ -92,11 +92,11 @@ def build_state_dict(seed: int = SEED) -> dict:
     return state
 
 
-def write_checkpoint(path: Path, seed: int = SEED) -> Path:
+def write_checkpoint(path: Path, seed: int = SEED, **unet_overrides) -> Path:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(build_state_dict(seed), str(path))
+    save_file(build_state_dict(seed, **unet_overrides), str(path))
     return path
 
 

@@ -74,10 +74,17 @@ def check_supported(model) -> None:
 
     config = getattr(model.model, "model_config", None)
     found = type(config).__name__ if config is not None else type(model.model).__name__
-    if not isinstance(config, comfy.supported_models.SD15) or not isinstance(model.model.diffusion_model, UNetModel):
+    unet = model.model.diffusion_model
+    if not isinstance(config, comfy.supported_models.SD15) or not isinstance(unet, UNetModel):
         raise ValueError(
             f"EI2InflateUNet supports Stable Diffusion 1.x models only; this MODEL is {found}. "
             "Load an SD 1.x checkpoint (SD 1.4/1.5 or a fine-tune of it) with CheckpointLoaderSimple."
+        )
+    if unet.in_channels != 4:  # inpainting (9) and InstructPix2Pix (8) models take extra image channels
+        raise ValueError(
+            f"EI2InflateUNet supports Stable Diffusion 1.x text-to-image models only; this MODEL is {found} with "
+            f"{unet.in_channels} input channels (an inpainting or InstructPix2Pix model), which needs an image "
+            "input the video edit does not give. Load a text-to-image SD 1.x checkpoint (SD 1.4/1.5 or a fine-tune)."
         )
     if OPTIONS_KEY in model.model_options:
         raise ValueError(
@@ -107,7 +114,7 @@ def inflate(model, options: InflateOptions):
         def attn1(q, k, v, extra_options):
             height, width = extra_options["activations_shape"][-2:]
             return frame_attention(q, k, v, frames=frames_in(q.shape[0], extra_options), heads=extra_options["n_heads"],
-                                   size=(height, width), attention=_comfyui_attention(extra_options), **frame_options)
+                                   size=(height, width), attention=comfyui_attention(extra_options), **frame_options)
 
         for (stage, number, index), _ in transformer_blocks(model.model.diffusion_model):
             inflated.set_model_attn1_replace(attn1, stage, number, index)
@@ -117,7 +124,7 @@ def inflate(model, options: InflateOptions):
     return inflated
 
 
-def _comfyui_attention(extra_options: dict):
+def comfyui_attention(extra_options: dict):
     """The attention backend the user chose in ComfyUI (pytorch, xformers, sage, flash, split …), per call.
 
     Looked up when called, so launch flags and attention-override patches apply; ``extra_options``

@@ -11,18 +11,17 @@ import logging
 
 import torch
 
-from ...ei2.context_windows import ContextWindows
+from ...ei2.context_windows import DEFAULT_CONTEXT, ContextWindows  # noqa: F401 (the nodes' defaults)
 from ...ei2.ddim import ddim_invert, ddim_sample, ddim_sigmas
+from ...ei2.structure_reuse import StructureReuse, TrajectoryRecorder, reused_steps
 from .patching import check_latent
 from .runtime import stop_if_cancelled
+from .structure_reuse import with_structure_reuse
 from .tuned_state import tuned_frames
 
 INVERSION_KEY = "ei2_inversion"  # in an inverted LATENT: how it was made, for EI2Sample
 MAX_DDIM_STEPS = 250  # keeps the first σ below the schedule's σ_max, where ComfyUI would rescale the start
 CONTEXT_KEY = "ei2_context_windows"
-# AnimateDiff's window length: a clip up to 16 frames is one window. No anchor: in the toy world it gained
-# nothing measurable, for one frame more per window (docs/benchmarks.md).
-DEFAULT_CONTEXT = ContextWindows(frames=16, overlap=4, anchor=False)
 
 
 def ddim_sampler(eta: float):
@@ -54,15 +53,21 @@ def _planned_for_one_window(model, frames: int, context: ContextWindows):
 
 
 def _run_sampler(model, sampler_function, context: ContextWindows, sigmas, latent, noise, positive, negative, cfg,
-                 seed, **extra_options):
+                 seed, reuse: StructureReuse | None = None, **extra_options):
     """Run ``sampler_function`` (k-diffusion signature, ``extra_options`` as keywords) in ``context``'s windows
-    through ComfyUI (conds, CFG, model loading, previews, progress, cancel); ``seed`` seeds η-noise."""
+    through ComfyUI (conds, CFG, model loading, previews, progress, cancel); ``seed`` seeds η-noise; ``reuse``
+    learns each window's frames."""
     import comfy.sample
     import comfy.samplers
     import comfy.utils
     import latent_preview
 
-    sampler = comfy.samplers.KSAMPLER(context.sampler(sampler_function, before_window=stop_if_cancelled),
+    def before_window(frames):
+        stop_if_cancelled()
+        if reuse is not None:
+            reuse.select_frames(frames)
+
+    sampler = comfy.samplers.KSAMPLER(context.sampler(sampler_function, before_window=before_window),
                                       extra_options=extra_options)
     model = _planned_for_one_window(model, latent.shape[0], context)
     callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
@@ -74,24 +79,34 @@ def invert(model, latent: dict, conditioning, steps: int, context: ContextWindow
     """DDIM-invert a clip (η = 0, no CFG) to its starting noise, in ``context``'s windows.
 
     Returns a LATENT whose ``samples`` are that noise at unit scale (like a sampler's fresh noise)
-    and whose ``ei2_inversion`` entry tells EI2Sample the schedule it came from.
+    and whose ``ei2_inversion`` entry tells EI2Sample the schedule it came from, and holds what structure reuse
+    needs: the inversion's trajectory (on the CPU: steps × the clip's latents) and its prompt.
     """
+    import comfy.model_management
+
     samples = check_latent(latent, "latent")
     _check_steps(steps)
     sigmas = ddim_sigmas(model.get_model_object("model_sampling").sigmas, steps).flip(0).float()
+    recorder = TrajectoryRecorder(store=lambda x: x.to(comfy.model_management.intermediate_device(), copy=True))
+
+    def recording_inversion(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        recorder.callback = callback
+        return ddim_invert(model, x, sigmas, extra_args, recorder, disable)
+
     with torch.inference_mode():
         # Starting at σ = 0, ComfyUI's noise scaling leaves the clean latent as it is.
-        inverted = _run_sampler(model, ddim_invert, context, sigmas, samples, torch.zeros_like(samples),
+        inverted = _run_sampler(model, recording_inversion, context, sigmas, samples, torch.zeros_like(samples),
                                 conditioning, conditioning, 1.0, 0)
-        noise = model.model.process_latent_in(inverted) / sigmas[-1]
-    return {"samples": noise, INVERSION_KEY: {"steps": steps, "frames": samples.shape[0],
-                                             "sigma": float(sigmas[-1]), "tuned_frames": tuned_frames(model)}}
+        inverted = model.model.process_latent_in(inverted)
+    return {"samples": inverted / sigmas[-1], INVERSION_KEY: {
+        "steps": steps, "frames": samples.shape[0], "trajectory": recorder.trajectory(inverted),
+        "prompt": conditioning[0][0]}}
 
 
 def sample(model, positive, negative, latent: dict, *, steps: int, cfg: float, eta: float, seed: int,
-           context: ContextWindows = DEFAULT_CONTEXT) -> dict:
+           context: ContextWindows = DEFAULT_CONTEXT, structure_reuse: float = 0.0) -> dict:
     """DDIM-sample the edit from an inverted LATENT (``samples`` are scaled to the first σ of the schedule), in
-    ``context``'s windows."""
+    ``context``'s windows; the first ``structure_reuse`` of the steps reuse the source's structure."""
     noise = check_latent(latent, "latent")
     _check_steps(steps)
     if eta < 0:
@@ -99,6 +114,10 @@ def sample(model, positive, negative, latent: dict, *, steps: int, cfg: float, e
     inversion = latent.get(INVERSION_KEY)
     if inversion is None:
         raise ValueError("latent is not an inverted clip: connect the LATENT output of EI2DDIMInvert.")
+    if inversion["frames"] != noise.shape[0]:
+        raise ValueError(f"latent holds {noise.shape[0]} frames but EI2DDIMInvert inverted {inversion['frames']}: it was "
+                         "cut or batched after the inversion. Connect EI2DDIMInvert's output to EI2Sample directly "
+                         "(select frames before VAEEncode instead).")
     if inversion["steps"] != steps:
         logging.warning("EI²: sampling with %d steps from a %d-step inversion; the edit will follow the source "
                         "less closely. Use the same steps for both.", steps, inversion["steps"])
@@ -108,7 +127,27 @@ def sample(model, positive, negative, latent: dict, *, steps: int, cfg: float, e
                         "any count, but the result is best when frames_per_step and context_frames agree.",
                         frames, window)
     sigmas = ddim_sigmas(model.get_model_object("model_sampling").sigmas, steps).float()
+    reuse = None
+    if reused_steps(steps, structure_reuse) > 0:
+        reuse = StructureReuse(_source_trajectory(inversion, noise, steps), sigmas, reused_steps(steps, structure_reuse))
+        model = with_structure_reuse(model, reuse, inversion["prompt"])
     with torch.inference_mode():
         edited = _run_sampler(model, ddim_sample, context, sigmas, torch.zeros_like(noise), noise, positive, negative,
-                              cfg, seed, eta=eta)
+                              cfg, seed, reuse, eta=eta)
     return {"samples": edited}
+
+
+def _source_trajectory(inversion: dict, noise, steps: int):
+    """The inversion's trajectory, refused (with what to do) unless it belongs to this clip and these steps."""
+    trajectory = inversion.get("trajectory")
+    if trajectory is None:
+        raise ValueError("structure_reuse needs the inversion's trajectory, which this LATENT lacks (made by an older "
+                         "EI2DDIMInvert?): run EI2DDIMInvert again, or set structure_reuse to 0.")
+    if inversion["steps"] != steps:
+        raise ValueError(f"structure_reuse: the latent was inverted with {inversion['steps']} steps and EI2Sample has "
+                         f"{steps}; set both to the same number (or structure_reuse to 0).")
+    if tuple(trajectory.shape[1:]) != tuple(noise.shape):
+        raise ValueError(f"structure_reuse: the latent holds {tuple(noise.shape[1:])} per frame but was inverted as "
+                         f"{tuple(trajectory.shape[2:])} (channels, height, width): it was changed after "
+                         "EI2DDIMInvert. Connect EI2DDIMInvert's output to EI2Sample directly.")
+    return trajectory

@@ -159,7 +159,7 @@ def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rat
                     predict_eps, x0, trainer.model.model_sampling.sigmas, tuning.params, steps=steps,
                     learning_rate=learning_rate, seed=seed, on_step=on_step, frames_per_step=window,
                     frame_stride=frame_stride,
-                    loss_scaling=device.type == "cuda" and trainer.model.get_dtype() == torch.float16)
+                    loss_scaling=needs_loss_scaling(trainer.model, device))
         finally:
             for patcher in loaded:
                 _unload(patcher)
@@ -168,3 +168,10 @@ def tune(model, latents: torch.Tensor, conditioning, *, steps: int, learning_rat
         info = dict(frames=window, steps=steps, learning_rate=learning_rate, train=train, seed=seed)
         set_query_deltas(tuned, {key: delta.detach().cpu() for key, delta in tuning.deltas.items()}, info)
     return tuned, losses
+
+
+def needs_loss_scaling(base_model, device) -> bool:
+    """fp16 gradients need loss scaling: true where the UNet *computes* in fp16 on a GPU. That is ComfyUI's manual-cast
+    dtype where it stores the weights in another (an fp8 checkpoint computes in fp16 or bf16), else their dtype."""
+    compute_dtype = getattr(base_model, "manual_cast_dtype", None) or base_model.get_dtype()
+    return torch.device(device).type == "cuda" and compute_dtype == torch.float16

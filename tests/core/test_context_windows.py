@@ -94,18 +94,20 @@ def test_one_window_calls_the_model_unchanged_and_samples_bit_identically():
     assert not torch.equal(ContextWindows(4, 2).sampler(ddim_sample)(model, x, sigmas), ddim_sample(model, x, sigmas))
 
 
-def test_before_window_runs_before_every_window_and_can_stop_a_step():
+def test_before_window_runs_before_every_window_with_its_frames_and_can_stop_a_step():
     seen = []
 
     class Cancelled(Exception):
         pass
 
-    def before_window():
-        seen.append("window")
-        if seen.count("window") == 3:
+    def before_window(frames):
+        seen.append(frames)
+        if len(seen) == 5:
             raise Cancelled
 
-    model = lambda x, sigma: seen.append("call") or x  # noqa: E731
+    model = lambda x, sigma: seen.append(x.tolist()) or x  # noqa: E731
     with pytest.raises(Cancelled):
-        windowed(model, context_windows(20, 8, 2), before_window=before_window)(torch.zeros(20), torch.ones(20))
-    assert seen == ["window", "call", "window", "call", "window"]
+        windowed(model, context_windows(20, 8, 2), anchor=True, before_window=before_window)(
+            torch.arange(20.0), torch.ones(20))
+    first, second, third = list(range(8)), [0, *range(6, 14)], [0, *range(12, 20)]
+    assert seen == [first, [float(f) for f in first], second, [float(f) for f in second], third]

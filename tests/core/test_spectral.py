@@ -94,18 +94,39 @@ def test_one_power_step_per_weight_update_and_none_without_gradients():
 
 
 def test_no_svd_runs_in_training_or_sampling(monkeypatch):
-    layer = clipped()
+    """What docs/method.md claims: tuning steps (one_shot_tune: loss, backward, clipping, AdamW), the settle after
+    tuning and DDIM sampling steps of a STAM model never call an SVD-based norm."""
+    from einops import rearrange
+
+    from ei2.ddim import ddim_sample, ddim_sigmas
+    from ei2.inflation import InflateOptions, build_temporal_modules, finish_tuning, tuning_parameters
+    from ei2.tuning import one_shot_tune
+
+    modules = build_temporal_modules({"block": (8, 2)}, InflateOptions(mapping_type="spectral"))
+    tuning = tuning_parameters(modules, {}, "temporal")
+    spectral = [m for m in modules.modules() if isinstance(m, SpectrallyClippedLinear)]
+    calls = []
+    for layer in spectral:
+        layer.register_forward_hook(lambda *_: calls.append(1))
 
     def refuse(*args, **kwargs):
         raise AssertionError("an SVD-based norm ran")
 
     for name in ("svd", "svdvals", "matrix_norm", "norm"):
         monkeypatch.setattr(torch.linalg, name, refuse)
-    x = torch.randn(3, 9)
-    layer(x).sum().backward()
+    frames = 4
+
+    def predict_eps(x, sigma):  # the latent's pixels as tokens through STAM: (F, C, H, W) -> (F, H·W, C)
+        tokens = modules["block"](rearrange(x, "f c h w -> f (h w) c"), frames)
+        return rearrange(tokens, "f (h w) c -> f c h w", h=x.shape[-2])
+
+    x0 = torch.randn(frames, 8, 3, 3, generator=torch.Generator().manual_seed(0))
+    one_shot_tune(predict_eps, x0, torch.linspace(0.1, 10.0, 50), tuning.params, steps=3, learning_rate=1e-3, seed=0)
+    finish_tuning(modules, tuning)
+    sigmas = ddim_sigmas(torch.linspace(0.1, 10.0, 50), 3)
     with torch.no_grad():
-        layer(x)
-    settle(layer, steps=3)
+        ddim_sample(lambda x, sigma: x - sigma.view(-1, 1, 1, 1) * predict_eps(x, sigma), x0 * sigmas[0], sigmas)
+    assert spectral and len(calls) >= len(spectral) * 6  # the spectral layers ran in every step
 
 
 def test_estimates_are_buffers_that_move_save_and_copy_with_the_module():

@@ -81,6 +81,27 @@ def test_edit_on_a_running_server_streams_progress_and_downloads(comfy_server, t
 
 
 @pytest.mark.slow
+def test_quick_edit_runs_the_quick_workflow_without_tuning(comfy_server, tiny_checkpoint, clip, tmp_path):
+    out = tmp_path / "quick.mp4"
+    result = ei2("edit", "--quick", "--server", comfy_server.url, "--video", clip, "--prompt", "a blue ball", *SMALL,
+                 "--structure-reuse", "0.5", "--checkpoint", tiny_checkpoint.name, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert_video(out)
+    lines = result.stdout.splitlines()
+    assert not any("EI2OneShotTune" in line for line in lines)
+    assert "  EI² Sample (structure reuse) [EI2Sample]: step 2/2" in lines
+
+
+def test_a_tuned_edit_without_source_prompt_or_a_bad_reuse_is_one_line_exit_2(clip):
+    result = ei2("edit", "--video", clip, "--prompt", "a blue ball")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: --source-prompt is needed to tune the model on the clip (say "
+                                                  "what the clip shows now); or pass --quick for an edit without tuning."]
+    result = ei2("edit", "--video", clip, *PROMPTS, "--structure-reuse", "1.5")
+    assert result.returncode == 2 and "--structure-reuse must be between 0 and 1" in result.stderr
+
+
+@pytest.mark.slow
 def test_unknown_checkpoint_on_the_server_is_exit_2(comfy_server, clip):
     result = ei2("edit", "--server", comfy_server.url, "--video", clip, *PROMPTS, "--checkpoint", "nope.safetensors")
     assert result.returncode == 2

@@ -70,13 +70,13 @@ def sound_seconds(path) -> float:
         return sum(frame.samples for frame in frames) / frames[0].sample_rate
 
 
-def assert_edited_video(path) -> None:
+def assert_edited_video(path, count=FRAMES) -> None:
     frames = read_frames(path)
-    assert len(frames) == FRAMES, path
+    assert len(frames) == count, path
     assert all(frame.shape == (64, 64, 3) and np.isfinite(frame).all() and frame.std() > 1.0 for frame in frames)
     # The clip's sound (silence here: the test clip has none), as long as the frames at the clip's 12 fps;
     # AAC rounds up to whole 1024-sample frames.
-    assert FRAMES / 12 <= sound_seconds(path) <= FRAMES / 12 + 0.05, path
+    assert count / 12 <= sound_seconds(path) <= count / 12 + 0.05, path
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def edited(comfy_server, object_info, tiny_checkpoint, clip):
 
 def test_the_template_browser_lists_the_bundled_workflows(comfy_server):
     assert sorted(comfy_server.get("/workflow_templates")["ei2-comfyui"]) == \
-        ["ei2_reuse_tuned", "ei2_video_edit", "ei2_vs_tuneavideo"]
+        ["ei2_quick_edit", "ei2_reuse_tuned", "ei2_video_edit", "ei2_vs_tuneavideo"]
     assert comfy_server.get("/api/workflow_templates/ei2-comfyui/ei2_video_edit.json") == load("ei2_video_edit.json")
 
 
@@ -121,3 +121,23 @@ def test_comparison_workflow_writes_both_edits(comfy_server, object_info, tiny_c
     assert len(videos) == 2
     for video in videos:
         assert_edited_video(video)
+
+
+def test_quick_edit_workflow_reuses_the_structure_without_tuning(comfy_server, object_info, tiny_checkpoint, clip):
+    graph = small(to_api(load("ei2_quick_edit.json"), object_info), tiny_checkpoint.name, clip)
+    assert not find_nodes(graph, "EI2OneShotTune")
+    [sampler] = find_nodes(graph, "EI2Sample")
+    assert sampler["inputs"]["structure_reuse"] == 0.8 and sampler["inputs"]["model"][0] == \
+        next(key for key, node in graph.items() if node["class_type"] == "EI2InflateUNet")
+    [video] = saved_videos(comfy_server, graph, comfy_server.run(graph, timeout=600))
+    assert_edited_video(video)
+
+
+def test_structure_reuse_runs_in_context_windows_on_the_server(comfy_server, object_info, tiny_checkpoint, clip):
+    """Six frames in windows of four (frames 0-3, 2-5), half the steps reusing the source's structure."""
+    graph = small(to_api(load("ei2_quick_edit.json"), object_info), tiny_checkpoint.name, clip)
+    set_inputs(graph, "LoadVideoFrames", frame_load_cap=6)
+    set_inputs(graph, "EI2DDIMInvert", steps=4, context_frames=4, context_overlap=2)
+    set_inputs(graph, "EI2Sample", steps=4, context_frames=4, context_overlap=2, structure_reuse=0.5)
+    [video] = saved_videos(comfy_server, graph, comfy_server.run(graph, timeout=600))
+    assert_edited_video(video, count=6)

@@ -39,3 +39,20 @@ def random_conditioning(seed: int, tokens: int = 77, width: int = 768):
     """A CONDITIONING as CLIPTextEncode returns it, with random (seeded) token embeddings."""
     embedding = torch.randn(1, tokens, width, generator=torch.Generator().manual_seed(seed))
     return [[embedding, {"pooled_output": None}]]
+
+
+def shifting_clip(frames: int = 4, seed: int = 1) -> dict:
+    """A LATENT of ``frames`` 4×4 frames, each the one before shifted by a pixel (wrapping round): a clip with motion."""
+    base = torch.randn(1, 4, 6, 6, generator=torch.Generator().manual_seed(seed))
+    return {"samples": torch.cat([torch.roll(base, shifts=i, dims=-1) for i in range(frames)])[..., :4, :4]}
+
+
+def tuned_video_model(pack, latent: dict):
+    """The small SD1.x MODEL inflated with the node's defaults and tuned a few steps on ``latent``: the tuning grows
+    the zero-initialised temporal output maps, so the frames really interact."""
+    from harness.graphs import INFLATE_DEFAULTS
+
+    with torch.inference_mode():
+        inflated = pack.NODE_CLASS_MAPPINGS["EI2InflateUNet"]().inflate(small_sd15_model(), **INFLATE_DEFAULTS)[0]
+        return pack.NODE_CLASS_MAPPINGS["EI2OneShotTune"]().tune(
+            inflated, latent, random_conditioning(5), 3, 1e-3, "temporal_and_queries", 0, False)[0]

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from ei2.ddim import ddim_invert, ddim_sample, ddim_sigmas
-from harness.checkpoint import random_conditioning, small_sd15_model
-from harness.graphs import INFLATE_DEFAULTS
+from harness.checkpoint import random_conditioning, shifting_clip, small_sd15_model, tuned_video_model
 from harness.numerics import batching_tolerance
 
 FRAMES = 4
@@ -17,16 +16,11 @@ FRAMES = 4
 
 @pytest.fixture(scope="module")
 def video_model(pack):
-    with torch.inference_mode():
-        inflated = pack.NODE_CLASS_MAPPINGS["EI2InflateUNet"]().inflate(small_sd15_model(), **INFLATE_DEFAULTS)[0]
-        # A few tuning steps grow the zero-initialised temporal output maps, so the frames really interact.
-        return pack.NODE_CLASS_MAPPINGS["EI2OneShotTune"]().tune(
-            inflated, source(), random_conditioning(5), 3, 1e-3, "temporal_and_queries", 0, False)[0]
+    return tuned_video_model(pack, source())
 
 
-def source(seed=1):
-    base = torch.randn(1, 4, 6, 6, generator=torch.Generator().manual_seed(seed))
-    return {"samples": torch.cat([torch.roll(base, shifts=i, dims=-1) for i in range(FRAMES)])[..., :4, :4]}
+def source():
+    return shifting_clip(FRAMES)
 
 
 def invert(pack, model, latent=None, steps=10, conditioning=None):
@@ -67,7 +61,9 @@ def test_registered_with_tooltips_and_defaults(pack):
     assert all(spec.get("tooltip") for _, spec in [*invert_inputs.values(), *sample_inputs.values(), *sampler_inputs.values()])
     sampler = pack.NODE_CLASS_MAPPINGS["EI2DDIMSampler"]
     assert sampler.RETURN_TYPES == ("SAMPLER",) and sampler.CATEGORY == "EI²"
-    assert "exact schedule" in sampler.DESCRIPTION and pack.NODE_DISPLAY_NAME_MAPPINGS["EI2DDIMSampler"]
+    assert "the inversion's schedule" in sampler.DESCRIPTION and pack.NODE_DISPLAY_NAME_MAPPINGS["EI2DDIMSampler"]
+    # EI2Sample's words say what its code does: the inversion's schedule only when the steps agree.
+    assert "when both nodes have the same steps (it warns when they differ" in pack.NODE_CLASS_MAPPINGS["EI2Sample"].DESCRIPTION
 
 
 def test_inversion_is_exactly_ddim_on_the_models_own_schedule(pack, video_model):
@@ -76,7 +72,7 @@ def test_inversion_is_exactly_ddim_on_the_models_own_schedule(pack, video_model)
 
     inverted = invert(pack, video_model, steps=10)
     info = inverted["ei2_inversion"]
-    assert info["steps"] == 10 and info["frames"] == FRAMES and info["tuned_frames"] == FRAMES
+    assert info["steps"] == 10 and info["frames"] == FRAMES and info["trajectory"].shape == (10, FRAMES, 4, 4, 4)
 
     comfy.model_management.load_models_gpu([video_model, *video_model.get_nested_additional_models()])
     inner = video_model.model
@@ -169,9 +165,17 @@ def test_progress_reaches_the_total_and_cancel_stops_within_a_step(pack, video_m
 
 
 def frames_alone(run, latent):
-    """``run`` on each frame of ``latent`` as a one-frame clip, the results stacked back into a clip."""
-    samples = latent["samples"]
-    return torch.cat([run({**latent, "samples": samples[i:i + 1]})["samples"] for i in range(len(samples))])
+    """``run`` on each frame of ``latent`` as a one-frame clip (an inverted one as if that frame had been inverted
+    alone), the results stacked back into a clip."""
+    samples, record = latent["samples"], latent.get("ei2_inversion")
+
+    def frame(i):
+        if record is None:
+            return {**latent, "samples": samples[i:i + 1]}
+        alone = {**record, "frames": 1, "trajectory": record["trajectory"][:, i:i + 1]}
+        return {**latent, "samples": samples[i:i + 1], "ei2_inversion": alone}
+
+    return torch.cat([run(frame(i))["samples"] for i in range(len(samples))])
 
 
 def test_a_plain_model_is_the_per_frame_baseline(pack, video_model):
@@ -238,7 +242,7 @@ def test_ddim_sampler_in_sampler_custom_is_ei2_sample_on_the_same_sigmas(pack):
     torch.testing.assert_close(advanced, custom, atol=0, rtol=0)
 
     noise = comfy.sample.prepare_noise(empty["samples"], seed)  # the noise SamplerCustom draws from its seed
-    inverted = {"samples": noise, "ei2_inversion": {"steps": steps, "frames": FRAMES, "sigma": float(sigmas[0]), "tuned_frames": None}}
+    inverted = {"samples": noise, "ei2_inversion": {"steps": steps, "frames": FRAMES}}
     ei2 = sample(pack, plain, inverted, steps=steps, cfg=1.0, eta=eta, seed=seed, positive=positive,
                  context_frames=FRAMES, context_overlap=1)["samples"]
     assert torch.equal(custom, ei2)  # one window holding the clip: the unwindowed sampler, bit for bit

@@ -240,7 +240,7 @@ def test_frame_attention_runs_on_the_users_comfyui_attention_backend(comfyui, pa
 
     inflated = inflate(node, model, attention_type=attention_type, temporal_type="none")
     with monkeypatch.context() as patch:
-        patch.setattr(pack.nodes.adapter.patching, "_comfyui_attention", lambda extra_options: None)  # the core's SDPA
+        patch.setattr(pack.nodes.adapter.patching, "comfyui_attention", lambda extra_options: None)  # the core's SDPA
         core = ksample(comfyui, inflated, latent_of())
     shapes = []
     original = comfy_attention.optimized_attention
@@ -426,6 +426,14 @@ def test_rejects_non_sd1_models(comfyui, node, config_name):
     with pytest.raises(ValueError, match=rf"Stable Diffusion 1\.x models only; this MODEL is {config_name}\b"):
         inflate(node, foreign)
     assert not foreign.model_options["transformer_options"] and not foreign.get_additional_models()
+
+
+@pytest.mark.parametrize("in_channels", [9, 8])  # SD 1.x inpainting, InstructPix2Pix
+def test_rejects_sd1_models_that_take_an_image_input(comfyui, node, in_channels):
+    model = small_sd15_model(in_channels=in_channels)
+    with pytest.raises(ValueError, match=rf"text-to-image models only; this MODEL is SD15 with {in_channels} input channels"):
+        inflate(node, model)
+    assert not model.model_options["transformer_options"] and not model.get_additional_models()
 
 
 def test_rejects_an_already_inflated_model(node, model):

@@ -315,3 +315,19 @@ def test_nothing_to_tune_is_explained(tuner, pack):
         bare = pack.NODE_CLASS_MAPPINGS["EI2InflateUNet"]().inflate(small_sd15_model(), **{**INFLATE_DEFAULTS, "temporal_type": "none"})[0]
     with pytest.raises(ValueError, match="Nothing to tune: train='temporal'"):
         run(tuner, bare, train="temporal")
+
+
+def test_loss_scaling_follows_the_dtype_the_unet_computes_in(pack):
+    """fp8-stored weights compute in ComfyUI's manual-cast dtype: fp16 there needs loss scaling, bf16 does not."""
+    from types import SimpleNamespace
+
+    needs = pack.nodes.adapter.training.needs_loss_scaling
+
+    def model(stored, computed=None):
+        return SimpleNamespace(get_dtype=lambda: stored, manual_cast_dtype=computed)
+
+    assert needs(model(torch.float8_e4m3fn, torch.float16), "cuda")
+    assert not needs(model(torch.float8_e4m3fn, torch.bfloat16), "cuda")
+    assert needs(model(torch.float16), torch.device("cuda", 0))
+    assert not needs(model(torch.float32), "cuda") and not needs(model(torch.bfloat16), "cuda")
+    assert not needs(model(torch.float16), "cpu")  # no CUDA, no GradScaler

@@ -203,3 +203,16 @@ def test_unknown_node_types_are_named(object_info):
     workflow = {"nodes": [node(1, "VHS_VideoCombine", [8]), node(2, "SomethingElse", mode=2)], "links": []}
     with pytest.raises(WorkflowError, match=r"unknown node types: VHS_VideoCombine \(node 1\); install"):
         to_api(workflow, object_info)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_notes_speak_only_of_prompts_the_workflow_has(path):
+    """A note that tells the user about "the source prompt" needs a prompt node titled so (#23: the reuse workflow's
+    note described one it does not have)."""
+    import re
+
+    workflow = json.loads(path.read_text())
+    notes = " ".join(str(n["widgets_values"][0]) for n in workflow["nodes"] if n["type"] in ("Note", "MarkdownNote"))
+    titles = [n.get("title", "") for n in workflow["nodes"] if n["type"] == "CLIPTextEncode"]
+    if re.search(r"\bthe source prompt\b", notes, re.IGNORECASE):
+        assert any(t.startswith("Source prompt") for t in titles), path.name

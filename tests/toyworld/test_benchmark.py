@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmarks.toyworld import benchmark
-from benchmarks.toyworld.benchmark import ABLATIONS, MAIN, SWEPT, Plan, plan_jobs, run_plan
+from benchmarks.toyworld.benchmark import ABLATIONS, MAIN, REUSED, SWEPT, Plan, plan_jobs, run_plan
 from benchmarks.toyworld.clips import MOTIONS, SIZES, SOURCE_CLIPS, source_clips
 from benchmarks.toyworld.edit import EditSettings
 from benchmarks.toyworld.model import ToyConfig, ToyT2I
@@ -16,6 +16,7 @@ from benchmarks.toyworld.scorer import read_image
 from benchmarks.toyworld.stats import paired_difference
 from benchmarks.toyworld.weights_io import save_weights
 from benchmarks.toyworld.world import BACKGROUNDS, COLOURS, IMAGE_SIZE, SHAPES, parse_caption
+from ei2.structure_reuse import DEFAULT_STRUCTURE_REUSE
 
 
 def test_the_clip_family_covers_every_motion_shape_colour_background_and_both_extreme_sizes():
@@ -63,7 +64,8 @@ def test_motions_move_as_named():
 def test_the_plan_runs_the_main_configurations_everywhere_and_the_sweeps_on_the_subset():
     plan = Plan(clips=SOURCE_CLIPS[:5], subset=2)
     jobs = plan_jobs(plan)
-    by_clip = {i: [j for j in jobs if j.clip == i] for i in range(5)}
+    main = [j for j in jobs if all(len(v) == 3 for v in j.variants)]
+    by_clip = {i: [j for j in main if j.clip == i] for i in range(5)}
     for index, clip_jobs in by_clip.items():
         configs = Counter(j.config for j in clip_jobs)
         expected = set(MAIN) | (set(ABLATIONS) if index < 2 else set())
@@ -75,7 +77,16 @@ def test_the_plan_runs_the_main_configurations_everywhere_and_the_sweeps_on_the_
     assert {v[0] for v in full.variants} == set(plan.budgets)
     assert {v[2] for v in full.variants} == set(plan.guidances)
     assert {v[1] for v in full.variants} == {"empty", "source"}
-    assert [j.clip < 2 for j in jobs] == sorted([j.clip < 2 for j in jobs], reverse=True)  # the subset first
+    assert [j.clip < 2 for j in main] == sorted([j.clip < 2 for j in main], reverse=True)  # the subset first
+    # Structure reuse: jobs of their own after all the others, every clip; EI²'s also samples the untuned model.
+    reused = jobs[len(main):]
+    assert main == jobs[:len(main)] and len(reused) == 5 * len(REUSED)
+    assert {(j.clip, j.config) for j in reused} == {(i, c) for i in range(5) for c in REUSED}
+    for job in reused:
+        budgets = {500, 0} if job.config == "EI²" else {500}
+        assert set(job.variants) == {(steps, "empty", benchmark.CONFIGS[job.config][2], reuse)
+                                     for steps in budgets for reuse in plan.structure_reuse}
+    assert DEFAULT_STRUCTURE_REUSE in plan.structure_reuse
 
 
 def test_workflow_defaults():
@@ -128,7 +139,7 @@ def tiny_weights(tmp_path):
 
 def test_an_interrupted_run_resumes_from_its_cache_and_a_changed_setting_runs_again(tmp_path, tiny_weights, monkeypatch):
     plan = Plan(clips=SOURCE_CLIPS[:2], subset=1, frames=2, settings=EditSettings(tune_steps=2, ddim_steps=2),
-                budgets=(0,), learning_rates=(1e-3,), lr_steps=2, guidances=(3.0,))
+                budgets=(0,), learning_rates=(1e-3,), lr_steps=2, guidances=(3.0,), structure_reuse=(0.8,))
     cache = tmp_path / "cache"
     jobs = plan_jobs(plan)
     first, seconds = run_plan(tiny_weights, plan, workers=1, cache=cache, log=lambda line: None)
@@ -143,12 +154,13 @@ def test_an_interrupted_run_resumes_from_its_cache_and_a_changed_setting_runs_ag
     again, _ = run_plan(tiny_weights, plan, workers=1, cache=cache, log=lines.append)
     assert "2 to run" in lines[0] and ran == jobs[:2]
     def untimed(rows):
-        return [{k: v for k, v in row.items() if k != "tune_seconds"} for row in rows]
+        return [{k: v for k, v in row.items() if k not in ("tune_seconds", "sample_seconds")} for row in rows]
 
     assert untimed(again) == untimed(first)  # the same computation, bit for bit (one thread, seeded)
     changed = replace(plan, settings=replace(plan.settings, guidance=2.0))
     assert not (set(j.key(changed, "w") for j in plan_jobs(changed)) & set(j.key(plan, "w") for j in jobs))
     report = render_report(first, plan, "tiny", 0.0)
     for line in ("| EI² − Tune-A-Video | 2 |", "| FFAM + vanilla − EI² | 1 |", "EI², 0 steps", "EI², CFG 3",
-                 "Tune-A-Video, source-prompt inversion", "EI², lr 0.001 × 2"):
+                 "Tune-A-Video, source-prompt inversion", "EI², lr 0.001 × 2", "| EI² + reuse 0.8 | 2 |",
+                 "| quick edit (EI², not tuned) + reuse 0.8 | 2 |", "| run − EI² (no reuse) |"):
         assert line in report, line

@@ -28,3 +28,28 @@ def test_an_ei2_colour_edit_changes_the_colour_and_keeps_the_path():
     metrics = clip_metrics(clip, result.edited, prompt)
     assert metrics["colour_acc"] >= 0.75 and metrics["background_acc"] == 1.0
     assert metrics["centroid_error"] < 3.0
+
+
+def test_the_committed_weights_are_what_the_readme_says():
+    """A fine-tune of the flat-world model, whose step count is `train`'s default (so the README reproduces it)."""
+    from benchmarks.toyworld.train import TrainSettings
+    from benchmarks.toyworld.weights_io import read_metadata
+
+    metadata = read_metadata(DEFAULT_WEIGHTS)
+    assert metadata["init_steps"] == TrainSettings().steps and metadata["steps"] == 3413
+
+
+def test_structure_reuse_keeps_the_layout_of_a_quick_colour_edit():
+    """The quick edit (inflated, not tuned) of a small circle drifting on a diagonal, recoloured: without reuse the
+    shape moves and grows; with the default reuse it stays where the source's was, and is still recoloured."""
+    from benchmarks.toyworld.clips import SOURCE_CLIPS
+    from benchmarks.toyworld.edit import tune_and_invert
+    from ei2.structure_reuse import DEFAULT_STRUCTURE_REUSE
+
+    clip = SOURCE_CLIPS[0]
+    source = clip.frames(8)
+    tuned = tune_and_invert(load_model(), source, clip.prompt(), InflateOptions(), EditSettings(tune_steps=0))
+    prompt = clip.prompt(colour=clip.edits["colour"])
+    plain, kept = (clip_metrics(source, tuned.sample(prompt, reuse), prompt) for reuse in (0.0, DEFAULT_STRUCTURE_REUSE))
+    assert kept["colour_acc"] >= 0.75
+    assert kept["mask_iou"] > plain["mask_iou"] + 0.2 and kept["centroid_error"] < plain["centroid_error"] / 2
