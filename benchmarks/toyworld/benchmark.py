@@ -7,8 +7,8 @@ workflows': 500 tuning steps at lr 3e-5, ``temporal_and_queries``, empty-prompt 
 configuration's CFG (EI² 7.5, Tune-A-Video 12.5 as in ``ei2_vs_tuneavideo.json``).
 
 - the main configurations (EI², Tune-A-Video, per-frame) on every clip;
-- structure reuse (``ei2.structure_reuse``, EI2Sample's ``structure_reuse``) on every clip: EI² and Tune-A-Video
-  sampled with it at each of ``structure_reuse``'s values, and the quick edit (EI² inflated, not tuned) with it —
+- structure reuse (``ei2.structure_reuse``, EI2Sample's ``structure_reuse``) on every clip: the quick edit (EI²
+  inflated, not tuned), then EI² and Tune-A-Video tuned, sampled with it at each of ``structure_reuse``'s values —
   jobs of their own (after all the others), so the rows without reuse stay those of the main jobs;
 - on the first ``subset`` clips also: the cross ablations, the budget curve (EI² and Tune-A-Video at
   ``budgets`` steps: checkpoints of the 500-step run), other learning rates at ``lr_steps`` steps, the
@@ -93,13 +93,16 @@ def plan_jobs(plan: Plan) -> list[Job]:
                 jobs += [Job(index, config, lr, plan.lr_steps, ((plan.lr_steps, s.inversion, guidance),))
                          for lr in plan.learning_rates if lr != s.learning_rate]
     jobs.sort(key=lambda job: job.clip >= plan.subset)  # stable: clip order within each part
-    for index in range(len(plan.clips)) if plan.structure_reuse else ():
-        for config in REUSED:
-            budgets = (s.tune_steps, 0) if config == "EI²" else (s.tune_steps,)
-            variants = tuple((steps, s.inversion, CONFIGS[config][2], reuse)
-                             for steps in budgets for reuse in plan.structure_reuse)
-            jobs.append(Job(index, config, s.learning_rate, s.tune_steps, variants))
+    if plan.structure_reuse:  # the quick edits first (no tuning: seconds per clip), then the tuned models
+        jobs += [_reuse_job(plan, index, "EI²", 0) for index in range(len(plan.clips))]
+        jobs += [_reuse_job(plan, index, config, s.tune_steps) for index in range(len(plan.clips)) for config in REUSED]
     return jobs
+
+
+def _reuse_job(plan: Plan, clip: int, config: str, steps: int) -> Job:
+    s = plan.settings
+    variants = tuple((steps, s.inversion, CONFIGS[config][2], reuse) for reuse in plan.structure_reuse)
+    return Job(clip, config, s.learning_rate, steps, variants)
 
 
 def run_job(model, plan: Plan, job: Job) -> list[dict]:

@@ -61,7 +61,7 @@ def load_audio(path: Path, name: str, skip: int, every_nth: int, count: int, fps
 
     start, duration = selection_span(skip, every_nth, count, fps)
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), metadata_errors="replace")  # a damaged tag must not cost the sound
     except (av.error.FFmpegError, OSError) as error:
         logging.warning("LoadVideoFrames: the sound of '%s' cannot be read (%s); the audio output is silent.",
                         name, error)

@@ -78,14 +78,14 @@ def test_the_plan_runs_the_main_configurations_everywhere_and_the_sweeps_on_the_
     assert {v[2] for v in full.variants} == set(plan.guidances)
     assert {v[1] for v in full.variants} == {"empty", "source"}
     assert [j.clip < 2 for j in main] == sorted([j.clip < 2 for j in main], reverse=True)  # the subset first
-    # Structure reuse: jobs of their own after all the others, every clip; EI²'s also samples the untuned model.
+    # Structure reuse: jobs of their own after all the others, every clip: the quick edits (EI², not tuned) first.
     reused = jobs[len(main):]
-    assert main == jobs[:len(main)] and len(reused) == 5 * len(REUSED)
-    assert {(j.clip, j.config) for j in reused} == {(i, c) for i in range(5) for c in REUSED}
+    assert main == jobs[:len(main)] and len(reused) == 5 * (1 + len(REUSED))
+    assert [(j.clip, j.config, j.steps) for j in reused[:5]] == [(i, "EI²", 0) for i in range(5)]
+    assert {(j.clip, j.config, j.steps) for j in reused[5:]} == {(i, c, 500) for i in range(5) for c in REUSED}
     for job in reused:
-        budgets = {500, 0} if job.config == "EI²" else {500}
-        assert set(job.variants) == {(steps, "empty", benchmark.CONFIGS[job.config][2], reuse)
-                                     for steps in budgets for reuse in plan.structure_reuse}
+        assert set(job.variants) == {(job.steps, "empty", benchmark.CONFIGS[job.config][2], reuse)
+                                     for reuse in plan.structure_reuse}
     assert DEFAULT_STRUCTURE_REUSE in plan.structure_reuse
 
 
